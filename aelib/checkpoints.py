@@ -1,0 +1,242 @@
+"""Checkpoints: safetensors weights with the model's JSON metadata inside, written atomically.
+
+One ``.safetensors`` file is the whole checkpoint: its header's ``__metadata__`` holds the JSON
+(model config, dataset, normalisation, training config, history, metrics, versions), so an upload
+is one file and ``load`` rebuilds the module with no guessing. A ``.json`` sidecar with the same
+metadata is written beside it for people and tools that read JSON.
+
+Nothing here unpickles anything: safetensors is a flat, typed tensor format, and ``torch.load``
+is never called.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from .errors import CheckpointError, ConfigError
+from .models import ModelConfig, build
+
+FORMAT = "aelib-checkpoint"
+FORMAT_VERSION = 1
+META_KEY = "aelib"
+MAX_CHECKPOINT_BYTES = 200 * 1024 * 1024  # the largest preset (face_fcn) is ~103 MB
+_SAFETENSORS_MIN = 8
+
+
+@dataclass
+class Checkpoint:
+    model: nn.Module
+    meta: dict
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or (self.path.stem if self.path else "model")
+
+
+def _versions() -> dict:
+    from . import __version__
+    return {"aelib": __version__, "torch": torch.__version__}
+
+
+def make_metadata(model: nn.Module, *, name: str | None = None, dataset: dict | str | None = None,
+                  train_config: dict | None = None, history: dict | None = None,
+                  metrics: dict | None = None, extra: dict | None = None) -> dict:
+    """The JSON metadata stored with a model. Everything but ``model`` is optional."""
+    cfg: ModelConfig = model.config
+    if isinstance(dataset, str):
+        dataset = {"name": dataset}
+    lo, hi = cfg.value_range
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "model": cfg.to_dict(),
+        "normalisation": {"input": "uint8 [0, 255]", "range": [lo, hi],
+                          "formula": "x / 255" if lo == 0 else "x / 127.5 - 1"},
+        "dataset": dataset or {},
+        "train": train_config or {},
+        "epochs": len((history or {}).get("epoch", [])),
+        "history": history or {},
+        "metrics": metrics or {},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        **({"extra": extra} if extra else {}),
+    }
+
+
+def to_bytes(model: nn.Module, meta: dict) -> bytes:
+    """Serialise weights + metadata to safetensors bytes (for downloads and atomic saves)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return st_save(state, metadata={META_KEY: json.dumps(meta, allow_nan=True)})
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target.
+
+    A crash at any point leaves either the old file or the new one, never a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None, **meta_kw) -> Path:
+    """Save ``model`` atomically to ``path`` (``.safetensors`` is added if missing).
+
+    Give either a ready ``meta`` dict (from :func:`make_metadata`) or its keyword arguments.
+    Returns the path of the weights file; a ``.json`` sidecar is written beside it.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    if meta is None:
+        meta = make_metadata(model, name=meta_kw.pop("name", None) or path.stem, **meta_kw)
+    elif meta_kw:
+        raise TypeError("Pass either meta or metadata keywords, not both.")
+    data = to_bytes(model, meta)
+    _atomic_write(path, data)
+    _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1, allow_nan=True).encode())
+    return path
+
+
+def _parse(data: bytes, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{what} is {len(data) / 2**20:.0f} MB; checkpoints over "
+                              f"{MAX_CHECKPOINT_BYTES // 2**20} MB are refused.")
+    if len(data) < _SAFETENSORS_MIN or data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04",
+                                                      b"\x80\x05") or data[:2] == b"PK":
+        raise CheckpointError(f"{what} is not a safetensors file. aelib loads only .safetensors "
+                              "checkpoints (pickled .pt/.pth files are refused: loading them can run "
+                              "code).")
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+        raise CheckpointError(f"{what} is not a valid safetensors file ({exc}). aelib loads only "
+                              ".safetensors checkpoints.") from None
+    header_len = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8:8 + header_len])
+        raw = header.get("__metadata__", {}).get(META_KEY)
+        meta = json.loads(raw) if raw is not None else None
+    except (ValueError, AttributeError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{what} is a safetensors file without aelib metadata, so its model "
+                              "cannot be rebuilt. Save checkpoints with aelib (or the dashboard).")
+    return meta, tensors
+
+
+def _rebuild(meta: dict, tensors: dict[str, torch.Tensor], what: str) -> nn.Module:
+    try:
+        cfg = ModelConfig.from_dict(meta.get("model"))
+    except ConfigError as exc:
+        raise CheckpointError(f"{what} has an invalid model config: {exc}") from None
+    model = build(cfg)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{what}: the weights do not match its {cfg.family} config "
+            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}).")
+    for k, v in expected.items():
+        t = tensors[k]
+        if tuple(t.shape) != tuple(v.shape):
+            raise CheckpointError(f"{what}: weight {k!r} has shape {tuple(t.shape)} but the config "
+                                  f"needs {tuple(v.shape)}.")
+        if not t.is_floating_point():
+            raise CheckpointError(f"{what}: weight {k!r} is {t.dtype}, not floating point.")
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"{what}: weight {k!r} holds NaN or infinite values.")
+    model.load_state_dict({k: tensors[k].to(expected[k].dtype) for k in expected})
+    model.eval()
+    return model
+
+
+def load_bytes(data: bytes, name: str = "checkpoint") -> Checkpoint:
+    """Rebuild a model from safetensors bytes (an upload). Raises :class:`CheckpointError`."""
+    meta, tensors = _parse(bytes(data), f"'{name}'")
+    return Checkpoint(_rebuild(meta, tensors, f"'{name}'"), meta)
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Load a checkpoint file and rebuild its model from the metadata alone."""
+    path = Path(path)
+    if path.suffix in (".json",):
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path}.")
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path.name} is {size / 2**20:.0f} MB; checkpoints over "
+                              f"{MAX_CHECKPOINT_BYTES // 2**20} MB are refused.")
+    ck = load_bytes(path.read_bytes(), path.name)
+    ck.path = path
+    return ck
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Metadata only (reads just the safetensors header), for listings."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path.name} is not a safetensors file.")
+        n = int.from_bytes(head, "little")
+        if n > 50 * 2**20:
+            raise CheckpointError(f"{path.name} has an implausible header.")
+        try:
+            header = json.loads(f.read(n))
+            meta = json.loads(header["__metadata__"][META_KEY])
+        except (ValueError, KeyError, TypeError):
+            raise CheckpointError(f"{path.name} has no aelib metadata.") from None
+    return meta
+
+
+def list_checkpoints(folder: str | os.PathLike) -> list[tuple[Path, dict]]:
+    """(path, metadata) for every readable aelib checkpoint in ``folder``, sorted by name."""
+    folder = Path(folder)
+    out = []
+    for p in sorted(folder.glob("*.safetensors")):
+        try:
+            out.append((p, read_metadata(p)))
+        except (CheckpointError, OSError):
+            continue
+    return out
+
+
+def delete(path: str | os.PathLike) -> None:
+    """Remove a checkpoint and its sidecar."""
+    path = Path(path).with_suffix(".safetensors")
+    for p in (path, path.with_suffix(".json")):
+        p.unlink(missing_ok=True)
+
+
+def default_dir() -> Path:
+    """The shipped checkpoints folder of the repository (``checkpoints/``)."""
+    return Path(__file__).resolve().parent.parent / "checkpoints"
+
