@@ -1,0 +1,28 @@
+# Two commands on a fresh machine:  `make app`  (the dashboard)  and  `make test`  (the test suite).
+# Both create ./.venv on first use and install aelib into it (editable) with its dependencies.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.aelib-installed
+
+.PHONY: app test lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[test]"
+	touch $(STAMP)
+
+app: $(STAMP)
+	$(PY) -m streamlit run streamlit_app.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check aelib tests bench pages streamlit_app.py
+
+bench: $(STAMP)
+	$(PY) -m aelib bench seed-recipe --data-root ../shared/data
+
+clean-venv:
+	rm -rf $(VENV)

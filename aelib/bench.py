@@ -1,0 +1,141 @@
+"""Benchmarks that print figures and end with one JSON line (``python -m aelib bench ...``)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .models import build
+from .train import TrainConfig, fit
+
+# The Keras recipe of REFERENCE.md s.2, and the fast mode that aims at the same validation MSE.
+RECIPE = TrainConfig(epochs=12, batch_size=300, lr=1.5e-3)
+RECIPE_TARGET_MSE = 0.0137
+
+
+def fast_config(target: float | None = RECIPE_TARGET_MSE) -> TrainConfig:
+    """aelib's fast mode for the MNIST recipe model (tuned in bench; see README)."""
+    return TrainConfig(epochs=4, batch_size=64, lr=3e-3, schedule="onecycle", betas=(0.9, 0.99),
+                       warmup=0.15, final_div_factor=100, target_val_mse=target)
+
+
+def _machine() -> dict:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
+
+
+def naive_recipe(root: str, epochs: int = 12, seed: int = 0, log=print) -> dict:
+    """The plain PyTorch loop users start from: DataLoader of per-sample ToTensor, default init.
+
+    Same model layout as the recipe (784-144-72-48, same activations), Adam 1.5e-3, batch 300,
+    validation on the test set every epoch.
+    """
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(seed)
+    tf = transforms.ToTensor()
+    train = datasets.FashionMNIST(root, train=True, download=False, transform=tf)
+    test = datasets.FashionMNIST(root, train=False, download=False, transform=tf)
+    train_dl = DataLoader(train, batch_size=300, shuffle=True)
+    test_dl = DataLoader(test, batch_size=300)
+    model = build("mnist_keras").__class__(build("mnist_keras").config.replace(init="torch"))
+    opt = torch.optim.Adam(model.parameters(), lr=1.5e-3)
+    val_mse = []
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for x, _ in train_dl:
+            loss = F.mse_loss(model(x), x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for x, _ in test_dl:
+                total += F.mse_loss(model(x), x, reduction="sum").item() / x[0].numel()
+                n += len(x)
+        val_mse.append(total / n)
+        log(f"naive  epoch {epoch:2d}/{epochs}  val_mse {val_mse[-1]:.5f}  "
+            f"{time.perf_counter() - t0:.1f}s")
+    return {"seconds": time.perf_counter() - t0, "val_mse": val_mse}
+
+
+def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool = False,
+                epochs: int | None = None, log=print) -> dict:
+    """The Keras recipe on Fashion-MNIST through aelib vs the naive loop, plus the fast mode."""
+    from .data import load_dataset
+
+    train = load_dataset("fashion-mnist", "train", root=root, download=False)
+    test = load_dataset("fashion-mnist", "test", root=root, download=False)
+    if train.source != "local":
+        raise SystemExit(f"Fashion-MNIST not found under {root}: the benchmark needs the real data.")
+    recipe = RECIPE if epochs is None else TrainConfig(**{**RECIPE.to_dict(), "epochs": epochs})
+    runs = []
+    for seed in seeds:
+        model = build("mnist_keras", seed=seed)
+        cfg = TrainConfig(**{**recipe.to_dict(), "seed": seed})
+        res = fit(model, train.images, test.images, cfg)
+        h = res.history
+        runs.append({"seed": seed, "seconds": res.seconds, "val_mse": h.val_mse,
+                     "time_to_target": h.time_to(RECIPE_TARGET_MSE)})
+        log(f"aelib recipe seed {seed}: val_mse {h.val_mse[-1]:.5f} after {len(h.val_mse)} epochs, "
+            f"{res.seconds:.1f}s")
+    fast_runs = []
+    for seed in seeds:
+        model = build("mnist_keras", seed=seed)
+        cfg = fast_config()
+        cfg.seed = seed
+        res = fit(model, train.images, test.images, cfg)
+        h = res.history
+        fast_runs.append({"seed": seed, "seconds": res.seconds, "val_mse": h.val_mse,
+                          "time_to_target": h.time_to(RECIPE_TARGET_MSE)})
+        log(f"aelib fast   seed {seed}: val_mse {h.val_mse[-1]:.5f} after {len(h.val_mse)} epochs, "
+            f"{res.seconds:.1f}s, time to {RECIPE_TARGET_MSE}: {fast_runs[-1]['time_to_target']}")
+    naive = None
+    if not skip_naive:
+        naive = naive_recipe(root, epochs=recipe.epochs, log=log)
+
+    def mean(v):
+        v = [x for x in v if x is not None]
+        return sum(v) / len(v) if v else None
+
+    aelib_seconds = mean([r["seconds"] for r in runs])
+    out = {
+        "benchmark": "seed-recipe",
+        "dataset": "fashion-mnist",
+        "recipe": recipe.to_dict(),
+        "seeds": list(seeds),
+        "aelib_seconds": aelib_seconds,
+        "aelib_val_mse": mean([r["val_mse"][-1] for r in runs]),
+        "aelib_val_mse_per_seed": [r["val_mse"][-1] for r in runs],
+        "aelib_time_to_target": mean([r["time_to_target"] for r in runs]),
+        "fast_config": fast_config().to_dict(),
+        "fast_time_to_target": mean([r["time_to_target"] for r in fast_runs]),
+        "fast_time_to_target_per_seed": [r["time_to_target"] for r in fast_runs],
+        "fast_val_mse_per_seed": [r["val_mse"][-1] for r in fast_runs],
+        "target_val_mse": RECIPE_TARGET_MSE,
+        "naive_seconds": naive["seconds"] if naive else None,
+        "naive_val_mse": naive["val_mse"][-1] if naive else None,
+        "speedup": (naive["seconds"] / aelib_seconds) if naive else None,
+        "machine": _machine(),
+    }
+    if out["fast_time_to_target"] and out["aelib_seconds"]:
+        out["fast_vs_recipe"] = out["fast_time_to_target"] / out["aelib_seconds"]
+    return out
+
+
+def write_result(result: dict, out_dir: str | Path | None) -> Path | None:
+    if out_dir is None:
+        return None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{result['benchmark']}.json"
+    path.write_text(json.dumps(result, indent=1))
+    return path

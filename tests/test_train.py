@@ -1,0 +1,126 @@
+"""aelib.train.fit: lowers the loss, is deterministic, stops on request, survives divergence."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from aelib.errors import ConfigError, TrainingDiverged
+from aelib.models import build
+from aelib.train import Callback, TrainConfig, corrupt, evaluate, fit
+
+
+@pytest.mark.parametrize("family", ["fcn", "conv", "vae"])
+def test_short_training_lowers_validation_loss(mnist_small, family):
+    train, test = mnist_small
+    model = build(family, train.shape, seed=0)
+    before = evaluate(model, test.images)["mse"]
+    res = fit(model, train.images, test.images, TrainConfig(epochs=3, batch_size=64, lr=2e-3))
+    h = res.history
+    assert h.epoch == [1, 2, 3] and res.reason == "completed"
+    assert h.val_mse[-1] < 0.75 * before
+    assert h.train_loss[-1] < h.train_loss[0]
+    assert all(s2 > s1 for s1, s2 in zip(h.seconds, h.seconds[1:]))
+    assert not model.training  # fit leaves the model ready for inference
+
+
+def test_training_is_deterministic_for_a_seed(mnist_small):
+    train, test = mnist_small
+    runs = []
+    for _ in range(2):
+        model = build("vae", train.shape, seed=1)
+        res = fit(model, train.images[:300], test.images[:100], TrainConfig(epochs=2, batch_size=50, seed=7))
+        runs.append((res.history.val_loss, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    model = build("vae", train.shape, seed=1)
+    other = fit(model, train.images[:300], test.images[:100], TrainConfig(epochs=2, batch_size=50, seed=8))
+    assert other.history.val_loss != runs[0][0]
+
+
+def test_stop_flag_ends_training_and_keeps_the_model(mnist_small):
+    train, test = mnist_small
+    stop = threading.Event()
+
+    class StopAfter(Callback):
+        def on_batch_end(self, epoch, step, steps, loss):
+            if epoch == 2 and step == 3:
+                stop.set()
+
+    model = build("fcn", train.shape, seed=0)
+    res = fit(model, train.images, test.images, TrainConfig(epochs=5, batch_size=100), [StopAfter()], stop)
+    assert res.reason == "stopped" and res.stopped_early
+    assert res.history.epoch == [1]  # the interrupted epoch is not recorded as complete
+    assert evaluate(model, test.images)["mse"] <= res.history.val_mse[0] * 1.5
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_weights(mnist_small):
+    train, test = mnist_small
+    model = build("fcn", train.shape, seed=0)
+    fit(model, train.images, test.images, TrainConfig(epochs=1, batch_size=100))
+    good = [p.detach().clone() for p in model.parameters()]
+
+    class Poison(Callback):
+        def on_batch_end(self, epoch, step, steps, loss):
+            if epoch == 2 and step == 2:
+                with torch.no_grad():
+                    model.encoder[1].weight.fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match="learning rate") as info:
+        fit(model, train.images, test.images, TrainConfig(epochs=3, batch_size=100, seed=1), [Poison()])
+    assert info.value.history.epoch == [1]
+    # Weights are those after the last completed epoch of this run, all finite.
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), good))
+
+
+def test_huge_learning_rate_diverges_cleanly(mnist_small):
+    train, test = mnist_small
+    model = build("vae", train.shape, seed=0)
+    with pytest.raises(TrainingDiverged):
+        fit(model, train.images, test.images, TrainConfig(epochs=3, batch_size=100, lr=1e6))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_target_val_mse_stops_early(mnist_small):
+    train, test = mnist_small
+    model = build("fcn", train.shape, seed=0)
+    res = fit(model, train.images, test.images, TrainConfig(epochs=20, batch_size=50, target_val_mse=0.2))
+    assert res.reason == "target reached" and len(res.history.epoch) < 20
+    assert res.history.time_to(0.2) == res.history.seconds[-1]
+
+
+def test_onecycle_and_bce_and_denoising(mnist_small):
+    train, test = mnist_small
+    model = build("conv", train.shape, seed=0)
+    res = fit(model, train.images, test.images,
+              TrainConfig(epochs=2, batch_size=64, lr=3e-3, schedule="onecycle", loss="bce",
+                          noise="gaussian", noise_level=0.3))
+    assert res.history.lr[-1] < 1e-4  # annealed to ~0 at the end of the cycle
+    assert res.history.val_mse[-1] < res.history.val_mse[0] or res.history.val_mse[-1] < 0.06
+
+
+def test_corrupt_keeps_range_and_masks_requested_fraction():
+    x = torch.full((4, 1, 50, 50), 0.5)
+    g = torch.Generator().manual_seed(0)
+    noisy = corrupt(x, "gaussian", 0.5, (0.0, 1.0), g)
+    assert noisy.min() >= 0 and noisy.max() <= 1 and not torch.equal(noisy, x)
+    masked = corrupt(x, "mask", 0.2, (0.0, 1.0), g)
+    changed = (masked != 0.5).float().mean().item()
+    assert 0.17 < changed < 0.23
+    assert torch.equal(x, torch.full((4, 1, 50, 50), 0.5))  # the clean target is untouched
+
+
+def test_bad_inputs_are_rejected_with_clear_errors(mnist_small):
+    train, _ = mnist_small
+    model = build("fcn", train.shape)
+    with pytest.raises(ConfigError, match="expects"):
+        fit(model, torch.zeros(10, 1, 20, 20, dtype=torch.uint8))
+    with pytest.raises(ConfigError, match="uint8"):
+        fit(model, train.images.float())
+    with pytest.raises(ConfigError, match="epochs"):
+        fit(model, train.images, config=TrainConfig(epochs=0))
+    with pytest.raises(ConfigError, match="BCE"):
+        fit(build("face_conv"), torch.zeros(4, 3, 64, 64, dtype=torch.uint8), config=TrainConfig(loss="bce"))
