@@ -1,0 +1,470 @@
+"""Background training: ``aelib.train.fit`` in daemon threads, owned by sessions, bounded.
+
+A Streamlit script is interrupted whenever its user touches a widget or switches page, so the
+dashboard never trains inside a script run. It hands a run to the process-wide
+:class:`TrainingManager` and polls it. This module knows nothing about Streamlit (the session id
+is an opaque string, session liveness a callable), so it is tested headless.
+
+Rules the manager enforces
+* A session has at most one *running* run; further runs of the same session (a latent-size
+  sweep) wait in the queue, at most ``max_queued_per_session`` of them.
+* At most ``max_runs`` runs train at once in the whole process (``AELIB_MAX_RUNS``, default 1:
+  this machine has 2 cores, one for training and one for the UI). Beyond that runs are
+  ``"queued"`` and start in submission order (FIFO) as slots free up.
+* A finished run is reused, not retrained: submitting the same model config + training config
+  + data key again returns the finished run (from any session), or the same session's active one.
+* Stop (:meth:`TrainingManager.stop`) is checked every batch; the model keeps the weights it had
+  (``"stopped"``), and is usable like a finished one.
+
+Torch threads. ``torch.set_num_threads`` is called once, with 1, at the start of each worker
+thread, and ``fit`` gets ``threads=None`` so it does not flip the setting per run. With this
+build's OpenMP backend the setting is per OS thread (measured: a worker's ``set_num_threads(1)``
+leaves the UI thread at 2), so the UI keeps its own setting; ``aelib.cache`` drops the UI's
+inference to 1 thread while a run is training, because 1 training thread + 2 UI threads on 2
+cores oversubscribes them (OpenMP barriers spin; UI inference measured 2.5x slower than with 1
+thread). On a build where the setting is process-global, calling it once per worker thread
+(never restoring it) is still the safe choice: no run flips it back under another run's feet.
+
+Session end. A run belongs to a session id; the manager must notice when that session is gone
+and stop its runs within seconds. Two mechanisms, chosen per session by what the caller gives:
+* ``alive`` callable (preferred; the dashboard passes Streamlit's runtime registry
+  ``Runtime.is_active_session(session_id)``): polled from the worker every ``poll_s`` while it
+  trains; once it has said False continuously for ``grace_s`` (default 5 s, which rides out a
+  websocket reconnect) the run stops. This does not depend on the browser tab's timers, which
+  are throttled in background tabs, so a run in a hidden tab keeps training.
+* otherwise a heartbeat: every script run calls :meth:`TrainingManager.heartbeat`; a session
+  not heard from for ``session_timeout_s`` (default 30 s) counts as gone.
+Runs stopped because their session ended are dropped at once (model and data freed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .checkpoints import make_metadata
+from .errors import AelibError, ConfigError
+from .models import ModelConfig, build, count_parameters
+from .train import Callback, FitResult, History, TrainConfig, fit
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
+STATUSES = (QUEUED, RUNNING, DONE, STOPPED, FAILED)
+ACTIVE = (QUEUED, RUNNING)
+FINISHED = (DONE, STOPPED, FAILED)
+
+AliveFn = Callable[[], bool]
+
+
+class WorkerError(AelibError):
+    """A training request the manager cannot accept (e.g. too many runs queued for a session)."""
+
+
+def default_max_runs() -> int:
+    """``$AELIB_MAX_RUNS`` (a positive integer), else 1."""
+    raw = os.environ.get("AELIB_MAX_RUNS", "").strip()
+    try:
+        return max(1, int(raw)) if raw else 1
+    except ValueError:
+        return 1
+
+
+def run_key(model_config: ModelConfig, train_config: TrainConfig, data_key: str) -> str:
+    """Reuse key of a run: everything that determines the trained weights, hashed."""
+    tc = train_config.to_dict()
+    tc.pop("threads", None)  # threads change speed, not the result
+    blob = json.dumps({"model": model_config.to_dict(), "train": tc, "data": data_key},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass(eq=False)
+class Run:
+    """One training run. Fields are written by the worker thread and read by UI threads.
+
+    Readers take snapshots (``epochs`` is only ever appended to, ``history()`` copies it), so no
+    lock is needed to poll a run.
+    """
+
+    id: str
+    session_id: str
+    key: str
+    model_config: ModelConfig
+    train_config: TrainConfig
+    data_key: str
+    name: str
+    dataset: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    status: str = QUEUED
+    message: str = ""
+    epochs: list[dict] = field(default_factory=list)  # fit's per-epoch logs, in order
+    epoch: int = 0            # current epoch (1-based) while running
+    step: int = 0             # batches done in the current epoch
+    steps: int = 0            # batches per epoch
+    last_loss: float = math.nan
+    model: nn.Module | None = None
+    meta: dict | None = None
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str = ""
+    train_images: torch.Tensor | None = field(default=None, repr=False)
+    val_images: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def total_epochs(self) -> int:
+        return self.train_config.epochs
+
+    @property
+    def progress(self) -> float:
+        """Fraction of all batches done, in [0, 1]."""
+        if self.status == DONE:
+            return 1.0
+        if not self.steps or not self.epoch:
+            return 0.0
+        done = (self.epoch - 1) * self.steps + self.step
+        return min(1.0, done / (self.total_epochs * self.steps))
+
+    @property
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.time()) - self.started
+
+    def history(self) -> History:
+        """A copy of the per-epoch history so far."""
+        h = History()
+        for logs in list(self.epochs):
+            h.epoch.append(logs["epoch"])
+            h.train_loss.append(logs["train_loss"])
+            h.val_loss.append(logs.get("val_loss", math.nan))
+            h.val_mse.append(logs.get("val_mse", math.nan))
+            h.seconds.append(logs["seconds"])
+            h.lr.append(logs["lr"])
+        return h
+
+    @property
+    def final_val_mse(self) -> float | None:
+        vals = [e["val_mse"] for e in list(self.epochs) if "val_mse" in e]
+        return vals[-1] if vals else None
+
+    def summary(self) -> str:
+        """One line for a status display."""
+        if self.status == QUEUED:
+            return f"{self.name}: queued"
+        if self.status == RUNNING:
+            return (f"{self.name}: epoch {max(self.epoch, 1)}/{self.total_epochs}, "
+                    f"{self.progress:.0%}")
+        text = f"{self.name}: {self.status}"
+        if self.message:
+            text += f" ({self.message})"
+        return text
+
+
+class _Progress(Callback):
+    def __init__(self, run: Run):
+        self.run = run
+
+    def on_train_begin(self, total_epochs: int, steps_per_epoch: int) -> None:
+        self.run.steps = steps_per_epoch
+
+    def on_batch_end(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
+        self.run.epoch, self.run.step, self.run.last_loss = epoch, step, loss
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        self.run.epochs.append(dict(logs))
+
+
+class TrainingManager:
+    """Runs ``fit`` in background daemon threads: bounded, queued, stoppable, session-owned.
+
+    Worker threads exist only while there is work: each takes runs off the queue until nothing
+    it may start is left, then exits, so an idle manager holds no thread.
+    """
+
+    def __init__(self, max_runs: int | None = None, *, max_queued_per_session: int = 8,
+                 keep_finished: int = 24, session_timeout_s: float = 30.0, grace_s: float = 5.0,
+                 poll_s: float = 0.5, threads_per_run: int = 1):
+        self.max_runs = max(1, int(max_runs if max_runs is not None else default_max_runs()))
+        self.max_queued_per_session = max_queued_per_session
+        self.keep_finished = keep_finished
+        self.session_timeout_s = session_timeout_s
+        self.grace_s = grace_s
+        self.poll_s = poll_s
+        self.threads_per_run = threads_per_run
+        self._lock = threading.RLock()
+        self._runs: dict[str, Run] = {}  # insertion order = submission order
+        self._workers: set[threading.Thread] = set()
+        self._seen: dict[str, float] = {}
+        self._alive: dict[str, AliveFn] = {}
+        self._ids = itertools.count(1)
+
+    # ---- sessions -----------------------------------------------------------------------------
+
+    def heartbeat(self, session_id: str, alive: AliveFn | None = None) -> None:
+        """The session is here now; ``alive`` (optional) tells later whether it still is."""
+        with self._lock:
+            self._seen[session_id] = time.monotonic()
+            if alive is not None:
+                self._alive[session_id] = alive
+
+    def session_alive(self, session_id: str) -> bool:
+        now = time.monotonic()
+        fn = self._alive.get(session_id)
+        if fn is not None:
+            try:
+                ok = bool(fn())
+            except Exception:  # noqa: BLE001 - a broken probe must not kill training
+                ok = True
+            if ok:
+                self._seen[session_id] = now
+                return True
+            return now - self._seen.get(session_id, now) < self.grace_s
+        seen = self._seen.get(session_id)
+        return seen is None or now - seen < self.session_timeout_s
+
+    # ---- submitting ---------------------------------------------------------------------------
+
+    def submit(self, session_id: str, model_config: ModelConfig, train_images: torch.Tensor,
+               val_images: torch.Tensor | None = None, train_config: TrainConfig | None = None, *,
+               data_key: str, name: str | None = None, dataset: dict | None = None,
+               tags: dict | None = None, alive: AliveFn | None = None, reuse: bool = True) -> Run:
+        """Queue a run (or return the finished / active run it would duplicate).
+
+        ``data_key`` must identify the training and validation images (e.g. dataset name, root
+        and subset): it is part of the reuse key. Raises :class:`WorkerError` when the session
+        has too many runs waiting, :class:`~aelib.errors.ConfigError` for a bad config.
+        """
+        tc = dataclasses.replace(train_config or TrainConfig())
+        tc.validate()
+        if tuple(train_images.shape[1:]) != tuple(model_config.in_shape):
+            raise ConfigError(f"Training images have shape {tuple(train_images.shape[1:])} but the model "
+                              f"expects {tuple(model_config.in_shape)}.")
+        key = run_key(model_config, tc, data_key)
+        self.heartbeat(session_id, alive)
+        with self._lock:
+            if reuse:
+                for r in reversed(self._runs.values()):
+                    if r.key != key:
+                        continue
+                    if r.status == DONE and r.model is not None:
+                        return r
+                    if r.active and r.session_id == session_id:
+                        return r
+            waiting = [r for r in self._runs.values() if r.session_id == session_id and r.status == QUEUED]
+            if len(waiting) >= self.max_queued_per_session:
+                raise WorkerError(f"This session already has {len(waiting)} runs waiting; stop some or wait "
+                                  f"for them to finish.")
+            run = Run(id=f"run{next(self._ids)}-{key[:8]}", session_id=session_id, key=key,
+                      model_config=model_config, train_config=tc, data_key=data_key,
+                      name=name or f"{model_config.preset or model_config.family}-{model_config.latent}",
+                      dataset=dict(dataset or {}), tags=dict(tags or {}),
+                      train_images=train_images, val_images=val_images)
+            self._runs[run.id] = run
+            self._start_workers()
+        return run
+
+    # ---- queries ------------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> Run | None:
+        return self._runs.get(run_id)
+
+    def runs(self, session_id: str | None = None) -> list[Run]:
+        with self._lock:
+            return [r for r in self._runs.values() if session_id is None or r.session_id == session_id]
+
+    def active_runs(self, session_id: str | None = None) -> list[Run]:
+        return [r for r in self.runs(session_id) if r.active]
+
+    def running_count(self) -> int:
+        return sum(r.status == RUNNING for r in self.runs())
+
+    def queue_position(self, run: Run) -> int | None:
+        """1-based place in the global queue, or None when the run is not queued."""
+        queued = [r for r in self.runs() if r.status == QUEUED]
+        return queued.index(run) + 1 if run in queued else None
+
+    # ---- stopping -----------------------------------------------------------------------------
+
+    def stop(self, run: Run | str, reason: str = "stopped by the user") -> None:
+        """Stop a run: a queued one never starts; a running one stops after its current batch."""
+        run = self._runs.get(run) if isinstance(run, str) else run
+        if run is None:
+            return
+        with self._lock:
+            if run.status == QUEUED:
+                self._finish(run, STOPPED, reason, model=None)
+                return
+        run.stop_reason = run.stop_reason or reason
+        run.stop_event.set()
+
+    def cancel_session(self, session_id: str, reason: str = "session ended") -> int:
+        """Stop every active run of a session and forget its unfinished ones; returns how many."""
+        n = 0
+        for r in self.runs(session_id):
+            if r.active:
+                self.stop(r, reason)
+                n += 1
+        with self._lock:
+            for r in list(self._runs.values()):
+                if r.session_id == session_id and r.status in (STOPPED, FAILED):
+                    self._drop(r)
+            self._alive.pop(session_id, None)
+            self._seen.pop(session_id, None)
+        return n
+
+    def wait(self, run: Run, timeout: float | None = None) -> bool:
+        """Block until ``run`` has finished (for tests and the CLI); True if it has."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while run.active:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Stop everything and wait for the worker threads to exit; True if they all did."""
+        for r in self.runs():
+            if r.active:
+                self.stop(r, "server shutting down")
+        deadline = time.monotonic() + timeout
+        for t in list(self._workers):
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in list(self._workers))
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _drop(self, run: Run) -> None:
+        run.model = None
+        run.train_images = run.val_images = None
+        self._runs.pop(run.id, None)
+
+    def _finish(self, run: Run, status: str, message: str, model: nn.Module | None) -> None:
+        run.status, run.message, run.finished = status, message, time.time()
+        run.train_images = run.val_images = None  # the data is the caller's; release our references
+        if model is not None:
+            run.model = model
+        if status == STOPPED and run.stop_reason == "session ended":
+            self._drop(run)
+        self._evict()
+
+    def _evict(self) -> None:
+        finished = [r for r in self._runs.values() if r.status in FINISHED]
+        for r in finished[: max(0, len(finished) - self.keep_finished)]:
+            self._drop(r)  # sessions keep their own references to their models
+
+    def _next_run(self) -> Run | None:
+        """First queued run that may start now (FIFO), under the lock; drops orphans."""
+        busy = {r.session_id for r in self._runs.values() if r.status == RUNNING}
+        for r in list(self._runs.values()):
+            if r.status != QUEUED or r.session_id in busy:
+                continue
+            if not self.session_alive(r.session_id):
+                r.stop_reason = "session ended"
+                self._finish(r, STOPPED, "session ended", model=None)
+                continue
+            return r
+        return None
+
+    def _start_workers(self) -> None:
+        with self._lock:
+            self._workers = {t for t in self._workers if t.is_alive()}
+            while len(self._workers) < self.max_runs:
+                run = self._next_run()
+                if run is None:
+                    return
+                run.status, run.started = RUNNING, time.time()
+                t = threading.Thread(target=self._worker, args=(run,), name=f"aelib-train-{run.id}",
+                                     daemon=True)
+                self._workers.add(t)
+                t.start()
+
+    def _worker(self, run: Run | None) -> None:
+        torch.set_num_threads(self.threads_per_run)  # once per worker thread; see the module doc
+        try:
+            while run is not None:
+                self._execute(run)
+                with self._lock:
+                    run = self._next_run()
+                    if run is not None:
+                        run.status, run.started = RUNNING, time.time()
+                    else:
+                        self._workers.discard(threading.current_thread())
+        finally:
+            with self._lock:
+                self._workers.discard(threading.current_thread())
+
+    def _should_stop(self, run: Run, state: dict) -> bool:
+        if run.stop_event.is_set():
+            return True
+        now = time.monotonic()
+        if now - state["checked"] >= self.poll_s:
+            state["checked"] = now
+            if not self.session_alive(run.session_id):
+                run.stop_reason = "session ended"
+                run.stop_event.set()
+                return True
+        return False
+
+    def _execute(self, run: Run) -> None:
+        tc = dataclasses.replace(run.train_config, threads=None)  # set once per thread instead
+        state = {"checked": time.monotonic()}
+        model: nn.Module | None = None
+        status, message = FAILED, ""
+        try:
+            model = build(run.model_config, seed=tc.seed)
+            result: FitResult = fit(model, run.train_images, run.val_images, tc, callbacks=[_Progress(run)],
+                                    stop=lambda: self._should_stop(run, state))
+        except AelibError as exc:  # diverged (last good weights kept) or a config problem
+            message = str(exc)
+            if not run.epochs:
+                model = None
+        except Exception as exc:  # noqa: BLE001 - report it on the run instead of dying silently
+            log.exception("training run %s failed", run.id)
+            message = f"{type(exc).__name__}: {exc}"
+            model = None
+        else:
+            if result.reason == "stopped":
+                status, message = STOPPED, run.stop_reason or "stopped"
+            else:
+                status, message = DONE, "" if result.reason == "completed" else result.reason
+        if model is not None:
+            hist = run.history()
+            metrics = {"val_mse": run.final_val_mse, "parameters": count_parameters(model),
+                       "seconds": round(run.elapsed, 2)}
+            run.meta = make_metadata(model, name=run.name, dataset=run.dataset,
+                                     train_config=run.train_config.to_dict(), history=hist.to_dict(),
+                                     metrics=metrics, extra={"run_id": run.id, "status": status, **run.tags})
+        with self._lock:
+            self._finish(run, status, message, model)
+
+
+_MANAGER: TrainingManager | None = None
+_MANAGER_LOCK = threading.Lock()
+
+
+def get_manager() -> TrainingManager:
+    """The process-wide manager (``AELIB_MAX_RUNS`` concurrent runs)."""
+    global _MANAGER
+    with _MANAGER_LOCK:
+        if _MANAGER is None:
+            _MANAGER = TrainingManager()
+        return _MANAGER

@@ -1,0 +1,153 @@
+"""The background training manager: runs progress and finish, stop, queueing, sessions ending."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from aelib.models import get_config
+from aelib.train import TrainConfig
+from aelib.worker import DONE, QUEUED, RUNNING, STOPPED, TrainingManager, WorkerError, run_key
+
+SHAPE = (1, 28, 28)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (256, *SHAPE), dtype=torch.uint8, generator=g)
+
+
+@pytest.fixture
+def manager():
+    m = TrainingManager(max_runs=1, poll_s=0.05, grace_s=0.3, session_timeout_s=60)
+    yield m
+    assert m.shutdown(timeout=20), "worker threads did not exit"
+
+
+def _cfg(latent: int = 8):
+    return get_config("fcn", SHAPE, latent=latent)
+
+
+def _wait_for(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _train_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("aelib-train-")]
+
+
+def test_run_progresses_and_finishes_with_a_model(manager, images):
+    run = manager.submit("s1", _cfg(), images, images[:64], TrainConfig(epochs=3, batch_size=64),
+                         data_key="rand256")
+    assert manager.wait(run, 30)
+    assert run.status == DONE and run.model is not None
+    assert run.history().epoch == [1, 2, 3]
+    assert run.progress == 1.0 and run.final_val_mse is not None
+    assert run.meta["model"]["latent"] == 8 and run.meta["epochs"] == 3
+    assert run.train_images is None  # data released
+
+
+def test_finished_run_is_reused_not_retrained(manager, images):
+    tc = TrainConfig(epochs=1, batch_size=64)
+    first = manager.submit("s1", _cfg(), images, None, tc, data_key="rand256")
+    manager.wait(first, 30)
+    again = manager.submit("s2", _cfg(), images, None, TrainConfig(epochs=1, batch_size=64, threads=2),
+                           data_key="rand256")
+    assert again is first
+    other = manager.submit("s2", _cfg(), images, None, tc, data_key="other-data")
+    assert other is not first
+    manager.wait(other, 30)
+
+
+def test_stop_keeps_the_model_and_history(manager, images):
+    run = manager.submit("s1", _cfg(), images, images[:32], TrainConfig(epochs=500, batch_size=16),
+                         data_key="k")
+    _wait_for(lambda: len(run.epochs) >= 1)
+    manager.stop(run)
+    assert manager.wait(run, 10)
+    assert run.status == STOPPED and run.message == "stopped by the user"
+    assert run.model is not None and 1 <= len(run.epochs) < 500
+
+
+def test_cap_queues_second_session_then_runs_it(manager, images):
+    a = manager.submit("a", _cfg(), images, None, TrainConfig(epochs=500, batch_size=16), data_key="k")
+    b = manager.submit("b", _cfg(), images, None, TrainConfig(epochs=1, batch_size=64), data_key="k")
+    c = manager.submit("c", _cfg(16), images, None, TrainConfig(epochs=1, batch_size=64), data_key="k")
+    _wait_for(lambda: a.epoch >= 1)
+    assert a.status == RUNNING and b.status == QUEUED and c.status == QUEUED
+    assert manager.queue_position(b) == 1 and manager.queue_position(c) == 2
+    assert len(_train_threads()) == 1
+    manager.stop(a)
+    assert manager.wait(b, 30) and manager.wait(c, 30)
+    assert b.status == DONE and c.status == DONE
+    assert b.started <= c.started  # FIFO
+
+
+def test_one_running_run_per_session_and_bounded_queue(images):
+    m = TrainingManager(max_runs=2, max_queued_per_session=2)
+    try:
+        tc = TrainConfig(epochs=500, batch_size=16)
+        first = m.submit("s", _cfg(4), images, None, tc, data_key="k")
+        second = m.submit("s", _cfg(5), images, None, tc, data_key="k")
+        third = m.submit("s", _cfg(6), images, None, tc, data_key="k")
+        _wait_for(lambda: first.epoch >= 1)
+        assert second.status == QUEUED and third.status == QUEUED  # a free slot, but same session
+        with pytest.raises(WorkerError):
+            m.submit("s", _cfg(7), images, None, tc, data_key="k")
+        assert m.submit("s", _cfg(5), images, None, tc, data_key="k") is second  # no duplicate
+        assert m.cancel_session("s") == 3
+    finally:
+        assert m.shutdown(20)
+    assert all(r.status == STOPPED for r in (first, second, third))
+
+
+def test_session_that_disappears_stops_its_run_within_seconds(manager, images):
+    alive = {"s": True}
+    run = manager.submit("s", _cfg(), images, None, TrainConfig(epochs=500, batch_size=16), data_key="k",
+                         alive=lambda: alive["s"])
+    _wait_for(lambda: run.epoch >= 1)
+    t0 = time.monotonic()
+    alive["s"] = False
+    assert manager.wait(run, 10)
+    assert time.monotonic() - t0 < 5
+    assert run.status == STOPPED and run.message == "session ended"
+    assert run.model is None and manager.get(run.id) is None  # memory freed
+
+
+def test_session_without_heartbeat_times_out(images):
+    manager = TrainingManager(max_runs=1, poll_s=0.05, session_timeout_s=0.5)
+    run = manager.submit("s", _cfg(), images, None, TrainConfig(epochs=500, batch_size=16), data_key="k")
+    for _ in range(3):  # heartbeats keep it alive past the timeout
+        time.sleep(0.3)
+        manager.heartbeat("s")
+    assert run.status == RUNNING
+    assert manager.wait(run, 10)  # then silence: the 0.5 s timeout ends it
+    assert run.message == "session ended"
+    assert manager.shutdown(10)
+
+
+def test_failed_run_reports_a_message(manager, images):
+    cfg = get_config("fcn", SHAPE, latent=4).replace(output_range="symmetric")
+    run = manager.submit("s", cfg, images, None, TrainConfig(epochs=1, loss="bce"), data_key="k")
+    manager.wait(run, 10)
+    assert run.status == "failed" and "BCE" in run.message
+
+
+def test_run_key_ignores_threads_only():
+    base = run_key(_cfg(), TrainConfig(epochs=2), "d")
+    assert run_key(_cfg(), TrainConfig(epochs=2, threads=4), "d") == base
+    assert run_key(_cfg(), TrainConfig(epochs=3), "d") != base
+    assert run_key(_cfg(9), TrainConfig(epochs=2), "d") != base
+
+
+def test_no_training_thread_left_behind():
+    # Runs last in this module (pytest keeps file order): every manager above was shut down.
+    _wait_for(lambda: not _train_threads(), timeout=10)
+    assert not _train_threads(), [t.name for t in threading.enumerate()]
