@@ -20,8 +20,10 @@ RECIPE_TARGET_MSE = 0.0137
 
 def fast_config(target: float | None = RECIPE_TARGET_MSE) -> TrainConfig:
     """aelib's fast mode for the MNIST recipe model (tuned in bench; see README)."""
-    return TrainConfig(epochs=4, batch_size=64, lr=3e-3, schedule="onecycle", betas=(0.9, 0.99),
-                       warmup=0.15, final_div_factor=100, target_val_mse=target)
+    # Smaller batches learn more per image seen; a short one-cycle (5% warm-up from lr/10, anneal
+    # to lr/10^4) lets the rate be 3x the recipe's. Chosen on seeds 0-3 (all reach 0.0137 in 3 epochs).
+    return TrainConfig(epochs=3, batch_size=48, lr=5e-3, schedule="onecycle", betas=(0.9, 0.99),
+                       warmup=0.05, div_factor=10, final_div_factor=1000, target_val_mse=target)
 
 
 def _machine() -> dict:

@@ -76,26 +76,68 @@ def load_data(args: argparse.Namespace, seed: int = 0, holdout: bool = True):
     return train, test
 
 
+def _init_distributed(device: str) -> tuple[int, int, str]:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1).
+
+    gloo on CPU, nccl on CUDA, one GPU per local rank. Returns (rank, world, device).
+    """
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    from .train import resolve_device
+
+    if resolve_device(device).type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .models import build, get_config
+    rank, world, device = _init_distributed(args.device)
+    try:
+        return _train(args, rank, world, device)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
+    from .models import build, count_parameters, get_config
     from .train import PrintCallback, TrainConfig, fit
 
+    log = print if rank == 0 else (lambda *a, **k: None)
     train, test = load_data(args, seed=args.seed)
     output_range = args.output_range or ("symmetric" if args.model.startswith("face_") else "unit")
     cfg = get_config(args.model, in_shape=train.shape, latent=args.latent, output_range=output_range)
     model = build(cfg, seed=args.seed)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
                        seed=args.seed, schedule=args.schedule, loss=args.loss, noise=args.noise,
-                       noise_level=args.noise_level, threads=args.threads)
-    from .models import count_parameters
-    print(f"training {cfg.preset or cfg.family} ({count_parameters(model):,} parameters) on "
-          f"{train.name}: {len(train):,} train / {len(test):,} validation images of shape "
-          f"{train.shape}", flush=True)
-    result = fit(model, train.images, test.images, tcfg,
-                 callbacks=[PrintCallback(progress=not args.quiet)])
+                       noise_level=args.noise_level, threads=args.threads, device=device,
+                       amp=args.amp)
+    where = f" on {world} processes ({tcfg.batch_size // world} images each per step)" if world > 1 else ""
+    if world > 1 and tcfg.batch_size % world:
+        raise AelibError(f"--batch-size {tcfg.batch_size} must divide evenly over {world} processes.")
+    log(f"training {cfg.preset or cfg.family} ({count_parameters(model):,} parameters) on "
+        f"{train.name}: {len(train):,} train / {len(test):,} validation images of shape "
+        f"{train.shape}{where}", flush=True)
+    callbacks = [PrintCallback(progress=not args.quiet)] if rank == 0 else []
+    result = fit(model, train.images, test.images, tcfg, callbacks=callbacks)
+    if rank != 0:
+        return 0  # only rank 0 writes the checkpoint
     metrics = {"val_mse": result.history.val_mse[-1] if result.history.val_mse else None}
     dataset = {"name": train.name, "source": train.source, "n_train": len(train),
-               "n_val": len(test), "normal_classes": _parse_classes(args.normal_classes)}
+               "n_val": len(test), "normal_classes": _parse_classes(args.normal_classes),
+               "processes": world}
     out = args.out or f"runs/{train.name}-{cfg.preset or cfg.family}-z{cfg.latent}.safetensors"
     path = checkpoints.save(out, model, name=args.name or Path(out).stem, dataset=dataset,
                             train_config=tcfg.to_dict(), history=result.history.to_dict(),
@@ -191,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-level", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast (for GPUs)")
     p.add_argument("--out", default=None, help="checkpoint path (.safetensors)")
     p.add_argument("--name", default=None, help="display name stored in the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
