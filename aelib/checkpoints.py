@@ -76,9 +76,15 @@ def make_metadata(model: nn.Module, *, name: str | None = None, dataset: dict | 
     }
 
 
-def to_bytes(model: nn.Module, meta: dict) -> bytes:
-    """Serialise weights + metadata to safetensors bytes (for downloads and atomic saves)."""
+def to_bytes(model: nn.Module, meta: dict, dtype: torch.dtype | None = None) -> bytes:
+    """Serialise weights + metadata to safetensors bytes (for downloads and atomic saves).
+
+    ``dtype=torch.float16`` halves the file (the shipped checkpoints use it); ``load`` converts
+    back to float32.
+    """
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     return st_save(state, metadata={META_KEY: json.dumps(meta, allow_nan=True)})
 
 
@@ -103,7 +109,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None, **meta_kw) -> Path:
+def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None,
+         dtype: torch.dtype | None = None, **meta_kw) -> Path:
     """Save ``model`` atomically to ``path`` (``.safetensors`` is added if missing).
 
     Give either a ready ``meta`` dict (from :func:`make_metadata`) or its keyword arguments.
@@ -116,7 +123,7 @@ def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None, **
         meta = make_metadata(model, name=meta_kw.pop("name", None) or path.stem, **meta_kw)
     elif meta_kw:
         raise TypeError("Pass either meta or metadata keywords, not both.")
-    data = to_bytes(model, meta)
+    data = to_bytes(model, meta, dtype)
     _atomic_write(path, data)
     _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1, allow_nan=True).encode())
     return path

@@ -134,12 +134,25 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     result = fit(model, train.images, test.images, tcfg, callbacks=callbacks)
     if rank != 0:
         return 0  # only rank 0 writes the checkpoint
-    metrics = {"val_mse": result.history.val_mse[-1] if result.history.val_mse else None}
-    dataset = {"name": train.name, "source": train.source, "n_train": len(train),
+    from . import scoring
+
+    dtype = torch.float16 if args.half else None
+    if dtype is not None:  # record metrics of the weights as stored, not before rounding
+        model.load_state_dict({k: v.to(dtype).to(v.dtype) for k, v in model.state_dict().items()})
+    model.cpu()
+    names = ["mse", "l2"] + (["elbo"] if cfg.family == "vae" else [])
+    errs = scoring.reconstruction_errors(model, test.images.cpu(), names)
+    metrics = {f"test_{k}": float(v.mean()) for k, v in errs.items()}
+    metrics["n_test"] = len(test)
+    if args.normal_classes:
+        metrics["test_auc_l2"] = float(scoring.roc(test.labels.numpy(), errs["l2"])["auc"])
+    log(", ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
+    dataset = {"name": train.name, "key": args.dataset if not Path(args.dataset).suffix else None,
+               "source": train.source, "n_train": len(train),
                "n_val": len(test), "normal_classes": _parse_classes(args.normal_classes),
                "processes": world}
     out = args.out or f"runs/{train.name}-{cfg.preset or cfg.family}-z{cfg.latent}.safetensors"
-    path = checkpoints.save(out, model, name=args.name or Path(out).stem, dataset=dataset,
+    path = checkpoints.save(out, model, dtype=dtype, name=args.name or Path(out).stem, dataset=dataset,
                             train_config=tcfg.to_dict(), history=result.history.to_dict(),
                             metrics=metrics)
     print(f"saved {path} ({result.reason}, {result.seconds:.1f}s)")
@@ -237,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (for GPUs)")
     p.add_argument("--out", default=None, help="checkpoint path (.safetensors)")
     p.add_argument("--name", default=None, help="display name stored in the checkpoint")
+    p.add_argument("--half", action="store_true", help="store weights as float16 (half the file size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, one line per epoch")
     p.set_defaults(func=cmd_train)
 

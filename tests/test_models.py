@@ -111,8 +111,11 @@ def test_every_family_reconstructs_any_input_size(family, shape):
 @pytest.mark.parametrize("family", ["conv", "vae"])
 def test_output_range_follows_config(family):
     m = build(get_config(family, (1, 28, 28), output_range="symmetric"))
+    assert isinstance(m.decoder[-1], nn.Tanh)
     y = reconstruct(m, torch.rand(4, 1, 28, 28) * 2 - 1)
-    assert y.min() >= -1 and y.max() <= 1 and y.min() < 0
+    assert y.min() >= -1 and y.max() <= 1
+    unit = build(get_config(family, (1, 28, 28)))
+    assert isinstance(unit.decoder[-1], nn.Sigmoid) and unit.config.value_range == (0.0, 1.0)
 
 
 def test_vae_sample_reparameterize_and_loss():
