@@ -153,7 +153,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
                "processes": world}
     out = args.out or f"runs/{train.name}-{cfg.preset or cfg.family}-z{cfg.latent}.safetensors"
     path = checkpoints.save(out, model, dtype=dtype, name=args.name or Path(out).stem, dataset=dataset,
-                            train_config=tcfg.to_dict(), history=result.history.to_dict(),
+                            train_config=result.config.to_dict(), history=result.history.to_dict(),
                             metrics=metrics)
     print(f"saved {path} ({result.reason}, {result.seconds:.1f}s)")
     return 0
@@ -239,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=1.0, help="KL weight (VAE)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="KL weight (VAE; default 1/n_pixels, 1 for the face_vae reference preset)")
     p.add_argument("--loss", choices=["mse", "bce"], default="mse")
     p.add_argument("--schedule", choices=["constant", "onecycle"], default="constant")
     p.add_argument("--noise", choices=["gaussian", "mask"], default=None, help="denoising mode")

@@ -33,7 +33,7 @@ from torch import nn
 
 from .data import ImageDataset, to_float
 from .errors import ConfigError, DataError
-from .models import is_vae, kl_divergence, reconstruct
+from .models import default_beta, is_vae, kl_divergence, reconstruct
 
 METRICS = ("mse", "mae", "l2", "elbo")
 ENSEMBLE_METHODS = ("zscore", "rank", "mean")
@@ -117,7 +117,7 @@ def reconstruct_batches(model: nn.Module, images_uint8: ImagesLike, batch_size: 
 
 
 def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[str] = ("mse",),
-                          batch_size: int = 512) -> dict[str, np.ndarray]:
+                          batch_size: int = 512, beta: float | None = None) -> dict[str, np.ndarray]:
     """Per-image errors, one float64 array of length N per requested metric.
 
     * ``"mse"``: mean over pixels of the squared error.
@@ -125,9 +125,10 @@ def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: S
     * ``"l2"``: sqrt of the sum of squared pixel errors - the reference anomaly score.
       Equal to sqrt(n_pixels * mse), so it ranks images exactly like ``"mse"``.
     * ``"elbo"`` (VAE only): negative ELBO per image, consistent with the training loss
-      (:func:`aelib.models.vae_loss`, beta = 1): ``mse + KL(N(mu, sigma^2) || N(0, I))``, with the
-      reconstruction decoded deterministically from the mean. Its mean over a batch equals the
-      eval-mode training loss on that batch.
+      (:func:`aelib.models.vae_loss`): ``mse + beta * KL(N(mu, sigma^2) || N(0, I))``, with the
+      reconstruction decoded deterministically from the mean and ``beta`` defaulting to
+      :func:`aelib.models.default_beta` (1 for the reference preset, 1 / n_pixels otherwise).
+      Its mean over a batch equals the eval-mode training loss at that beta.
 
     Errors are measured in the model's pixel range. Unknown metrics, or ``"elbo"`` for a model
     that is not a VAE, raise :class:`ConfigError`.
@@ -141,6 +142,7 @@ def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: S
         raise ConfigError("The 'elbo' score needs a variational autoencoder (family 'vae'); "
                           "use 'l2' or 'mse' for this model.")
     n_pixels = model.config.n_pixels
+    kl_beta = default_beta(model.config) if beta is None else beta
     parts: dict[str, list[torch.Tensor]] = {m: [] for m in metrics}
     for batch in _forward_batches(model, images_uint8, batch_size, with_latent=want_kl):
         x, recon = batch[0], batch[1]
@@ -155,7 +157,7 @@ def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: S
             elif m == "mae":
                 v = diff.abs().sum(1) / n_pixels
             else:
-                v = mse + kl_divergence(batch[2].double(), batch[3].double())
+                v = mse + kl_beta * kl_divergence(batch[2].double(), batch[3].double())
             parts[m].append(v.cpu())
     return {m: (torch.cat(v).numpy() if v else np.zeros(0)) for m, v in parts.items()}
 

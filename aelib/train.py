@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from torch import nn
 
 from .data import to_float
 from .errors import ConfigError, TrainingDiverged
-from .models import is_vae, kl_divergence
+from .models import default_beta, is_vae, kl_divergence
 
 
 @dataclass
@@ -30,7 +30,7 @@ class TrainConfig:
     schedule:   "constant" (the Keras recipe) or "onecycle" (warm-up then cosine decay to ~0,
                 which reaches a given loss in fewer epochs).
     loss:       reconstruction loss, "mse" or "bce" (BCE needs output_range "unit").
-    beta:       weight of the KL term (VAE only).
+    beta:       weight of the KL term (VAE only); None picks :func:`aelib.models.default_beta`.
     noise:      denoising mode: None, "gaussian" (sigma = noise_level, in [0, 1] pixel units)
                 or "mask" (salt-and-pepper, a fraction noise_level of pixels set to 0 or 1).
                 Inputs are corrupted, targets stay clean.
@@ -42,7 +42,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     loss: str = "mse"
-    beta: float = 1.0
+    beta: float | None = None       # None: models.default_beta (1 for the reference preset)
     seed: int = 0
     schedule: str = "constant"
     weight_decay: float = 0.0
@@ -69,7 +69,7 @@ class TrainConfig:
             raise ConfigError(f"loss must be 'mse' or 'bce', got {self.loss!r}.")
         if self.schedule not in ("constant", "onecycle"):
             raise ConfigError(f"schedule must be 'constant' or 'onecycle', got {self.schedule!r}.")
-        if self.beta < 0:
+        if self.beta is not None and self.beta < 0:
             raise ConfigError(f"beta must be >= 0, got {self.beta}.")
         if self.noise not in (None, "gaussian", "mask"):
             raise ConfigError(f"noise must be None, 'gaussian' or 'mask', got {self.noise!r}.")
@@ -191,6 +191,8 @@ def _loss(model: nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: TrainCon
 def evaluate(model: nn.Module, images: torch.Tensor, cfg: TrainConfig | None = None) -> dict:
     """Mean loss and mean reconstruction MSE over ``images`` (uint8), model in eval mode."""
     cfg = cfg or TrainConfig()
+    if cfg.beta is None:
+        cfg = replace(cfg, beta=default_beta(model.config))
     was_training = model.training
     model.eval()
     out_range = model.config.output_range
@@ -303,6 +305,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
     """
     cfg = config or TrainConfig()
     cfg.validate()
+    if cfg.beta is None:  # resolve, so the history and checkpoint record the weight really used
+        cfg = replace(cfg, beta=default_beta(model.config))
     _check_images(train_images, model, "Training images")
     if val_images is not None:
         _check_images(val_images, model, "Validation images")

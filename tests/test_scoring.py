@@ -97,10 +97,16 @@ def test_elbo_is_mse_plus_kl_from_the_mean_and_matches_training_loss():
     with torch.no_grad():
         x = to_float(imgs)
         recon, mu, logvar = model(x)
-        total, _, _ = vae_loss(recon, x, mu, logvar)
-    kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1).double().numpy()
-    np.testing.assert_allclose(errs["elbo"], errs["mse"] + kl, rtol=1e-6)
+        total, _, _ = vae_loss(recon, x, mu, logvar, beta=1 / 64)
+        total_1, _, _ = vae_loss(recon, x, mu, logvar, beta=1.0)
+    mu, logvar = mu.double(), logvar.double()
+    kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)).numpy()
+    # Default weight for a non-reference VAE: KL per pixel (beta = 1 / n_pixels = 1 / 64).
+    np.testing.assert_allclose(errs["elbo"], errs["mse"] + kl / 64, rtol=1e-6)
     assert errs["elbo"].mean() == pytest.approx(float(total), rel=1e-5)
+    ref = reconstruction_errors(model, imgs, metrics=("elbo",), beta=1.0)["elbo"]
+    np.testing.assert_allclose(ref, errs["mse"] + kl, rtol=1e-6)
+    assert ref.mean() == pytest.approx(float(total_1), rel=1e-5)
     again = reconstruction_errors(model, imgs, metrics=("elbo",))["elbo"]
     np.testing.assert_array_equal(errs["elbo"], again)  # deterministic: decodes the mean
 
