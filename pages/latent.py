@@ -1,0 +1,129 @@
+"""Latent space: interpolation, prior samples, traversal of one dimension, a 2-D map of the test set."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.express as px
+import streamlit as st
+
+from aelib import cache, explore
+
+fr = cache.current()
+data = cache.need_data(fr)
+models = cache.need_models(fr, "the latent space")
+test = data.test
+st.title("Latent space")
+
+keys = [m.key for m in models]
+first_vae = next((i for i, m in enumerate(models) if m.vae), 0)
+pick = st.selectbox("Model", keys, index=first_vae, key="aelib.l_model",
+                    format_func={m.key: m.label for m in models}.get)
+mc = next(m for m in models if m.key == pick)
+model = mc.model
+dim = explore.latent_dim(model)
+if mc.vae:
+    st.caption(f"Variational autoencoder, latent of {dim} dims: codes are the encoder's means (mu).")
+else:
+    st.info("**Plain autoencoder**: it has a latent space too (interpolation, traversal and the map work on "
+            "its codes), but no prior: nothing makes the space between codes meaningful. Compare with a VAE "
+            "to see the difference; prior samples need a VAE.")
+
+
+def image_picker(label: str, default: int, key: str) -> int:
+    """A test image by index, or the n-th image of a class."""
+    if data.labelled and data.classes:
+        how = st.radio(label, ["index", "class"], horizontal=True, key=f"{key}_how")
+        if how == "class":
+            c = st.selectbox("Class", range(len(data.classes)), index=default % len(data.classes),
+                             format_func=lambda i: data.classes[i], key=f"{key}_cls")
+            found = np.flatnonzero(test.labels.numpy() == c)
+            if len(found) == 0:
+                st.warning("No test image of that class; using image 0.")
+                return 0
+            return int(found[0])
+    else:
+        st.markdown(f"**{label}**")
+    return int(st.number_input("Test index", 0, len(test) - 1, min(default, len(test) - 1), key=f"{key}_idx"))
+
+
+tab_i, tab_p, tab_t, tab_m = st.tabs(["Interpolation", "Prior samples", "Traversal", "Latent map"])
+
+with tab_i:
+    c1, c2, c3 = st.columns([2, 2, 3])
+    with c1:
+        ia = image_picker("Start image", 0, "aelib.l_a")
+    with c2:
+        ib = image_picker("End image", 1, "aelib.l_b")
+    with c3:
+        steps = st.slider("Steps (k)", 3, 16, 10, key="aelib.l_steps")
+        method = st.radio("Path", ["linear", "spherical"], horizontal=True, key="aelib.l_method",
+                          help="Linear: straight line between the codes. Spherical (slerp): along the great "
+                               "circle, keeping the norm, which suits a Gaussian prior.")
+    a, b = test.images[ia], test.images[ib]
+    ab_key = f"{data.key}|test|{ia}|{ib}"
+    frames = cache.interpolation_frames(model, mc.key, a, b, ab_key, steps, method)
+    st.markdown(f"**{method.capitalize()} interpolation** in the {'VAE' if mc.vae else 'plain autoencoder'} "
+                f"latent, image #{ia} → #{ib}")
+    cache.strip(frames, gray_r=False)
+    fine = cache.interpolation_frames(model, mc.key, a, b, ab_key, 65, method)
+
+    @st.fragment
+    def scrub(fine: np.ndarray) -> None:
+        """Scrubbing redraws only this fragment, from frames decoded once (no model call)."""
+        t = st.slider("Position along the path", 0.0, 1.0, 0.5, 1 / 64, key="aelib.l_scrub")
+        frame = fine[int(round(t * (len(fine) - 1)))]
+        c1, c2 = st.columns([1, 3])
+        c1.image(cache.for_display(frame[None], False, 8)[0], caption=f"t = {t:.3f}", width="stretch")
+        c2.caption("The slider moves through 65 precomputed frames along the path; only this panel reruns.")
+
+    scrub(fine)
+
+with tab_p:
+    if not mc.vae:
+        st.info("Sampling from the prior needs a VAE: a plain autoencoder has no distribution to sample "
+                "from.")
+    else:
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        temp = c1.slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="aelib.l_temp",
+                         help="Scale of z ~ N(0, T² I): lower is blander and more typical, higher more "
+                              "varied.")
+        seed_key = "aelib.l_seed"
+        st.session_state.setdefault(seed_key, 0)
+        if c2.button("Reseed", key="aelib.l_reseed", icon=":material/casino:"):
+            st.session_state[seed_key] += 1
+        samples = cache.prior_samples(model, mc.key, 32, float(temp), int(st.session_state[seed_key]))
+        grid = explore.image_grid([samples[i:i + 8] for i in range(0, 32, 8)], pad=2)
+        st.image(cache.for_display(grid[None], False, 3)[0], width="stretch",
+                 caption=f"32 samples, temperature {temp:g}, seed {st.session_state[seed_key]}")
+
+with tab_t:
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        it = image_picker("Image", 2, "aelib.l_t")
+    with c2:
+        d = st.slider("Latent dimension", 0, max(dim - 1, 1), 0, key="aelib.l_dim", disabled=dim == 1)
+        d = min(d, dim - 1)
+        n_steps = st.slider("Steps from -3 to 3", 3, 15, 9, 2, key="aelib.l_tsteps")
+    scale = 1.0
+    if not mc.vae:  # no prior: move in units of that dimension's spread over the test images
+        codes = cache.codes(model, mc.key, test.images[:1000], f"{data.key}|test[:1000]")
+        scale = float(codes[:, d].std()) or 1.0
+    trav = cache.traversal(model, mc.key, test.images[it], f"{data.key}|test|{it}", int(d), n_steps, scale)
+    what = "z[{d}] set to -3 … 3 (prior units)" if mc.vae else "z[{d}] moved by -3 … 3 standard deviations"
+    st.markdown(f"**Traversal** of image #{it}: " + what.format(d=d) + ", every other dimension fixed.")
+    cache.strip(trav, captions=[f"{v:+.1f}" for v in np.linspace(-3, 3, n_steps)])
+
+with tab_m:
+    n_map = min(len(test), 2000)
+    coords, explained = cache.latent_map(model, mc.key, test.images[:n_map], f"{data.key}|test[:{n_map}]")
+    labels = (test.labels[:n_map].numpy() if data.labelled else np.zeros(n_map, dtype=int))
+    names = ([data.classes[i] for i in labels] if data.classes and data.labelled else ["image"] * n_map)
+    fig = px.scatter(x=coords[:, 0], y=coords[:, 1], color=names, hover_name=[f"#{i}" for i in range(n_map)],
+                     labels={"x": "PC 1", "y": "PC 2", "color": "class"}, opacity=0.75, height=520,
+                     category_orders={"color": list(data.classes or [])})
+    fig.update_traces(marker=dict(size=5))
+    fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(fig, key="aelib.l_map")
+    what = "means (mu)" if mc.vae else "codes"
+    share = "" if explained is None else f"; the two components explain {explained.sum():.0%} of the variance"
+    st.caption(f"PCA of the latent {what} of the first {n_map:,} test images{share}. Hover for the index.")

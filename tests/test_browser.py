@@ -1,0 +1,176 @@
+"""End to end in a real browser: `streamlit run` + headless Chromium (Playwright) on every page.
+
+Fails on any Streamlit exception box and saves one screenshot per page to docs/screenshots/.
+Skips when /usr/bin/chromium or the playwright package is missing, unless AELIB_REQUIRE_BROWSER=1
+(CI), where a missing browser is a failure. Playwright drives the system Chromium; no browser is
+downloaded (`playwright install` is never needed).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from aelib import checkpoints
+from aelib.data import load_splits
+from aelib.models import build as build_model
+from aelib.models import get_config
+from aelib.train import TrainConfig, fit
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "docs" / "screenshots"
+PAGES = {"overview": "", "training": "training", "reconstruction": "reconstruction", "latent": "latent",
+         "anomaly": "anomaly"}
+REQUIRED = os.environ.get("AELIB_REQUIRE_BROWSER", "") == "1"
+
+
+def _need_browser():
+    missing = []
+    if not CHROMIUM.is_file():
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing.append("the playwright package (pip install playwright; no `playwright install` needed)")
+        sync_playwright = None
+    if missing:
+        reason = "browser test needs " + " and ".join(missing)
+        if REQUIRED:
+            pytest.fail(reason + " (AELIB_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    return sync_playwright
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    sync_playwright = _need_browser()
+    ckpt = tmp_path_factory.mktemp("checkpoints")
+    empty = tmp_path_factory.mktemp("no-data")
+    train, test = load_splits("mnist", root=empty, download=False)
+    for family in ("vae", "fcn"):
+        model = build_model(get_config(family, (1, 28, 28), latent=16), seed=0)
+        tc = TrainConfig(epochs=1, batch_size=128)
+        res = fit(model, train.images[:1500], test.images[:300], tc)
+        checkpoints.save(ckpt / f"mnist-{family}-z16.safetensors", model, name=f"mnist-{family}-z16",
+                         dataset={"name": "MNIST"}, train_config=tc.to_dict(), history=res.history.to_dict(),
+                         metrics={"val_mse": res.history.val_mse[-1]})
+    port = _free_port()
+    env = {**os.environ, "AELIB_DATA_ROOT": str(empty), "AELIB_DOWNLOAD": "0",
+           "AELIB_CHECKPOINT_DIR": str(ckpt), "AELIB_READONLY": "1"}
+    log = tmp_path_factory.mktemp("log") / "streamlit.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url, sync_playwright
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _settle(page, timeout_s: float = 60) -> None:
+    """Wait until the app has rendered and stopped running (no status widget for a moment)."""
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 1.5:
+            break
+        time.sleep(0.2)
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)",
+                           timeout=timeout_s * 1000)
+
+
+def _full_page_screenshot(page, path: Path) -> None:
+    """Streamlit scrolls inside its main container, so grow the viewport to the content first."""
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 6000)})
+    time.sleep(0.5)
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_every_page_renders_without_exception(app_url):
+    url, sync_playwright = app_url
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    failures = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for name, path in PAGES.items():
+                page.goto(f"{url}/{path}")
+                _settle(page)
+                errors = page.locator('[data-testid="stException"]')
+                if errors.count():
+                    failures.append(f"{name}: {errors.first.inner_text()[:500]}")
+                _full_page_screenshot(page, SHOTS / f"{name}.png")
+        finally:
+            browser.close()
+    assert not failures, "\n".join(failures)
+    assert all((SHOTS / f"{n}.png").stat().st_size > 10_000 for n in PAGES)
+
+
+def test_training_from_the_browser_shows_progress_and_finishes(app_url):
+    url, sync_playwright = app_url
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/training")
+            _settle(page)
+            for label, value in (("Training images", "500"), ("Epochs", "3")):
+                box = page.get_by_role("spinbutton", name=label)
+                box.fill(value)
+                box.press("Enter")
+                _settle(page)
+            page.get_by_role("button", name="Start training").click()
+            page.get_by_text("Validation MSE after epoch 3").wait_for(timeout=60_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            _settle(page)
+            _full_page_screenshot(page, SHOTS / "training-run.png")
+        finally:
+            browser.close()
+
