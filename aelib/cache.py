@@ -142,6 +142,35 @@ def _state(name: str, default_factory: Callable):
     return st.session_state[key]
 
 
+def remember(prefix: str) -> None:
+    """Copy this page's widget values (keys starting with ``prefix``) to shadow keys.
+
+    Streamlit forgets a widget's value once a run does not draw it (the user went to another
+    page). Pages call this first and create their widgets with :func:`init`, which restores the
+    shadow copy, so settings survive page switches.
+    """
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith(prefix):
+            st.session_state[NS + "keep." + key] = st.session_state[key]
+
+
+def init(key: str, default, *, options: Sequence | None = None, lo: float | None = None,
+         hi: float | None = None):
+    """Widget key initialised from its remembered value (or ``default``); create the widget with
+    ``key=init(...)`` and no ``value`` argument. A remembered value that no longer fits the
+    widget (not in ``options``, outside ``lo``..``hi``) falls back to ``default``."""
+    value = st.session_state.get(key, st.session_state.get(NS + "keep." + key, default))
+    if options is not None:
+        items = value if isinstance(value, list) else [value]
+        if not all(v in options for v in items):
+            value = default
+    if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        value = default
+    if key not in st.session_state or st.session_state[key] != value:
+        st.session_state[key] = value
+    return key
+
+
 def session_runs() -> dict[str, Run]:
     """This session's runs (submitted here, or finished runs reused), oldest first."""
     return _state("runs", dict)
@@ -685,7 +714,10 @@ def _model_picker(data: DataChoice | None) -> tuple[list[ModelChoice], list[Mode
     by_key = {m.key: m for m in comp}
     sel_key = NS + "models"
     seen = _state("seen_runs", set)
-    current = [k for k in st.session_state.get(sel_key, keys[:2]) if k in by_key]
+    if sel_key not in st.session_state:  # first visit: one model of each family
+        firsts = {m.meta["model"]["family"]: m.key for m in reversed(comp)}
+        st.session_state[sel_key] = [k for k in keys if k in firsts.values()][:3]
+    current = [k for k in st.session_state[sel_key] if k in by_key]
     for r in session_runs().values():  # select freshly finished runs of this session once
         k = f"run:{r.id}"
         if k in by_key and r.id not in seen:
@@ -748,27 +780,30 @@ def frame() -> Frame:
     return fr
 
 
-def _ensure_navigation() -> None:
-    """Rerun through the entry script when Streamlit ran a page file on its own.
+def _page_ran_alone() -> bool:
+    """True when Streamlit ran a page file on its own, without the entry script.
 
-    A folder named ``pages/`` next to the entry script makes Streamlit start a fresh process (and
+    A folder named ``pages/`` next to the entry script makes Streamlit start each fresh process (and
     every AppTest run) in its old multipage mode, where a URL such as ``/training`` executes
-    ``pages/training.py`` alone, without the router and sidebar. ``st.navigation`` switches the
-    mode off for the process once it has run; if a page finds it still on, the entry script has not
-    run, so switch it off and rerun, which goes through ``streamlit_app.py``.
+    ``pages/training.py`` alone, without the router and the sidebar. ``st.navigation`` switches that
+    mode off for the process once it has run. A page that finds it still on switches it off, so the
+    next run goes through ``streamlit_app.py``, and builds the frame itself for this run (rather than
+    rerunning, which would drop a button click that caused this run).
     """
     try:
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:  # pragma: no cover - a future Streamlit without this internal
-        return
+        return False
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        return True
+    return False
 
 
 def current() -> Frame:
-    """The frame the entry script built for this run (pages call this first)."""
-    _ensure_navigation()
+    """The frame (sidebar picks) of this run; pages call this first."""
+    if _page_ran_alone():
+        return frame()
     fr = st.session_state.get(NS + "frame")
     return fr if fr is not None else Frame(None, [], [], [])
 

@@ -9,12 +9,13 @@ import streamlit as st
 
 from aelib import cache, checkpoints, explore
 from aelib.errors import AelibError
-from aelib.models import PRESETS, get_config
+from aelib.models import PRESETS, default_beta, get_config
 from aelib.train import TrainConfig
 
 FAMILIES = {"fcn": "Fully connected (fcn)", "conv": "Convolutional (conv)", "vae": "Variational (vae)"}
 SWEEP_SIZES = [8, 16, 32, 48, 64, 128]
 
+cache.remember("aelib.t_")
 fr = cache.current()
 data = cache.need_data(fr)
 st.title("Training")
@@ -26,7 +27,7 @@ choices = [*FAMILIES, *presets]
 setup, live_col = st.columns([2, 3], gap="large")
 
 with setup:
-    arch = st.selectbox("Model", choices, key="aelib.t_model",
+    arch = st.selectbox("Model", choices, key=cache.init("aelib.t_model", choices[0], options=choices),
                         format_func=lambda k: FAMILIES.get(k, f"Preset {k} (reference layout)"))
     base = get_config(arch, in_shape=data.shape)
     recipe = arch == "mnist_keras"
@@ -35,31 +36,38 @@ with setup:
         c1.text_input("Latent size", f"feature map {base.hidden[-1]}x..", disabled=True)
         latent = None
     else:
-        latent = int(c1.number_input("Latent size", 1, 4096, base.latent, key=f"aelib.t_latent_{arch}"))
-    epochs = int(c2.number_input("Epochs", 1, 500, 12 if recipe else 10, key=f"aelib.t_epochs_{arch}"))
+        latent = int(c1.number_input("Latent size", 1, 4096,
+                                     key=cache.init(f"aelib.t_latent_{arch}", base.latent)))
+    epochs = int(c2.number_input("Epochs", 1, 500,
+                                 key=cache.init(f"aelib.t_epochs_{arch}", 12 if recipe else 10)))
     c1, c2 = st.columns(2)
-    batch = int(c1.number_input("Batch size", 1, 4096, 300 if recipe else 128, key=f"aelib.t_batch_{arch}"))
-    lr = float(c2.number_input("Learning rate", 1e-6, 1.0, 0.0015 if recipe else 1e-3, format="%.5f",
-                               key=f"aelib.t_lr_{arch}"))
+    batch = int(c1.number_input("Batch size", 1, 4096,
+                                key=cache.init(f"aelib.t_batch_{arch}", 300 if recipe else 128)))
+    lr = float(c2.number_input("Learning rate", 1e-6, 1.0, format="%.5f",
+                               key=cache.init(f"aelib.t_lr_{arch}", 0.0015 if recipe else 1e-3)))
     c1, c2 = st.columns(2)
-    seed = int(c1.number_input("Seed", 0, 2**31 - 1, 0, key="aelib.t_seed"))
-    beta = float(c2.number_input("Beta (KL weight)", 0.0, 100.0, 1.0, step=0.1, key="aelib.t_beta",
-                                 disabled=base.family != "vae", help="VAE only."))
+    seed = int(c1.number_input("Seed", 0, 2**31 - 1, key=cache.init("aelib.t_seed", 0)))
+    beta = c2.number_input("Beta (KL weight)", 0.0, 100.0, step=0.1, key=cache.init("aelib.t_beta", None),
+                           format="%.5g",
+                           placeholder=f"auto: {default_beta(base):.3g}", disabled=base.family != "vae",
+                           help="VAE only. Empty: 1 / pixels (1 for the face_vae reference preset), "
+                                "which keeps the KL from swamping a per-pixel MSE.")
     c1, c2 = st.columns(2)
-    noise = c1.selectbox("Denoising", ["off", "gaussian", "mask"], key="aelib.t_noise",
+    noise = c1.selectbox("Denoising", ["off", "gaussian", "mask"], key=cache.init("aelib.t_noise", "off"),
                          help="Corrupt the inputs, keep clean targets: a denoising autoencoder.")
-    level = float(c2.slider("Noise level", 0.0, 1.0, 0.3, 0.05, key="aelib.t_noise_level",
+    level = float(c2.slider("Noise level", 0.0, 1.0, step=0.05, key=cache.init("aelib.t_noise_level", 0.3),
                             disabled=noise == "off",
                             help="Gaussian: sigma in pixel units. Mask: fraction of pixels set to 0 or 1."))
     n_train = len(data.train)
-    subset = int(st.number_input("Training images", 1, n_train, min(n_train, 10_000), step=500,
-                                 key="aelib.t_subset",
+    subset = int(st.number_input("Training images", 1, n_train, step=500,
+                                 key=cache.init("aelib.t_subset", min(n_train, 10_000), lo=1, hi=n_train),
                                  help="The first N training images; fewer train faster."))
     cfg = base.replace(latent=latent)
     default_name = f"{data.builtin or 'data'}-{arch}-{'z' + str(latent) if latent else 'map'}" + \
         (f"-{noise}" if noise != "off" else "")
     name = st.text_input("Run name", default_name, key=f"aelib.t_name_{default_name}")
-    tc = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, beta=beta, seed=seed,
+    tc = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, seed=seed,
+                     beta=None if beta is None else float(beta),
                      noise=None if noise == "off" else noise, noise_level=level if noise != "off" else 0.0)
     busy = cache.active_run() is not None
     if st.button("Queue run" if busy else "Start training", type="primary", key="aelib.t_start",
@@ -166,7 +174,8 @@ if latent is None:
     st.info("This preset keeps a feature-map latent; pick a family (fcn / conv / vae) to sweep latent sizes.")
 else:
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    sizes = c1.multiselect("Latent sizes", SWEEP_SIZES, [16, 48, 64, 128], key="aelib.t_sweep_sizes")
+    sizes = c1.multiselect("Latent sizes", SWEEP_SIZES,
+                           key=cache.init("aelib.t_sweep_sizes", [16, 48, 64, 128], options=SWEEP_SIZES))
     if c2.button("Queue sweep", key="aelib.t_sweep", disabled=not sizes):
         sweep = f"{arch}-{epochs}ep-{subset}"
         try:
