@@ -42,7 +42,11 @@ from .worker import ACTIVE, DONE, STOPPED, Run, TrainingManager, get_manager
 
 NS = "aelib."
 UPLOAD_MAX_BYTES = 512 * 1024**2  # uint8 pixels held for one uploaded image set
-UI_THREADS = max(1, torch.get_num_threads())
+# torch threads for the UI's own inference. 1 by default: on a 2-core server that also trains and
+# serves other sessions, 2 OpenMP threads contend for the cores and spin; measured with other work
+# running, scoring 10,000 MNIST-size images with the conv default took 10.5 s on 2 threads and 1.8 s
+# on 1 (idle, 2 threads are ~1.9x faster: set AELIB_UI_THREADS=2 on a machine of your own).
+UI_THREADS = max(1, int(os.environ.get("AELIB_UI_THREADS", "").strip() or 1))
 BUILTIN = {spec.title: key for key, spec in DATASETS.items()}  # "MNIST" -> "mnist"
 UPLOAD, LOCAL = "Upload images", "Local path"
 
@@ -142,15 +146,15 @@ def _state(name: str, default_factory: Callable):
     return st.session_state[key]
 
 
-def remember(prefix: str) -> None:
-    """Copy this page's widget values (keys starting with ``prefix``) to shadow keys.
+def remember(*prefixes: str) -> None:
+    """Copy this page's widget values (keys starting with one of ``prefixes``) to shadow keys.
 
     Streamlit forgets a widget's value once a run does not draw it (the user went to another
     page). Pages call this first and create their widgets with :func:`init`, which restores the
     shadow copy, so settings survive page switches.
     """
     for key in list(st.session_state.keys()):
-        if isinstance(key, str) and key.startswith(prefix):
+        if isinstance(key, str) and key.startswith(prefixes) and not key.startswith(NS + "keep."):
             st.session_state[NS + "keep." + key] = st.session_state[key]
 
 
@@ -634,8 +638,7 @@ def image_rows(rows: Sequence[tuple[str, np.ndarray, Sequence[str] | None]], gra
 
 def strip(arr: np.ndarray, gray_r: bool = False, captions: Sequence[str] | None = None) -> None:
     """One row of images as a single composite picture (fast: one PNG)."""
-    grid = explore.image_grid([for_display(arr, gray_r, _scale_for(arr.shape[1:3]))], pad=4,
-                              pad_value=1.0 if not gray_r else 1.0)
+    grid = explore.image_grid([for_display(arr, gray_r, _scale_for(arr.shape[1:3]))], pad=4)
     st.image(grid, width="stretch")
     if captions:
         st.caption(" · ".join(captions))
@@ -646,6 +649,7 @@ def loss_figure(history, title: str = "Loss per epoch") -> go.Figure:
     fig.add_scatter(x=history.epoch, y=history.train_loss, mode="lines+markers", name="train loss")
     if any(not math.isnan(v) for v in history.val_loss):
         fig.add_scatter(x=history.epoch, y=history.val_loss, mode="lines+markers", name="validation loss")
+    fig.update_xaxes(tickmode="linear", dtick=max(1, len(history.epoch) // 10))
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="loss", height=320,
                       margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
     return fig

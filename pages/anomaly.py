@@ -16,6 +16,7 @@ METRICS = {"l2": "L2 norm of the error (reference score)", "mse": "Mean squared 
            "mae": "Mean absolute error", "elbo": "Negative ELBO (VAE only)"}
 QUICK = dict(epochs=8, images=6000)
 
+cache.remember("aelib.a_", "aelib.gray_r")
 fr = cache.current()
 data = cache.need_data(fr)
 st.title("Anomaly detection")
@@ -31,8 +32,9 @@ mode = st.radio("Normal vs anomalous", modes, horizontal=True, key="aelib.a_mode
 normals: list[int] = []
 train_images = labels = None
 if mode == "one-class":
-    normals = st.multiselect("Normal classes", list(range(len(data.classes))), default=[0],
-                             format_func=lambda i: data.classes[i], key="aelib.a_normals")
+    class_ids = list(range(len(data.classes)))
+    normals = st.multiselect("Normal classes", class_ids, format_func=lambda i: data.classes[i],
+                             key=cache.init("aelib.a_normals", [0], options=class_ids))
     if not normals:
         st.info("Pick at least one normal class.")
         st.stop()
@@ -129,7 +131,8 @@ if pending and f"run:{pending}" in by_key:
 st.session_state[sel_key] = [k for k in st.session_state[sel_key] if k in by_key]
 chosen = [by_key[k] for k in st.multiselect("Score with", list(by_key), key=sel_key,
                                             format_func=lambda k: tag(by_key[k]))]
-metric = st.selectbox("Score", list(METRICS), format_func=METRICS.get, key="aelib.a_metric")
+metric = st.selectbox("Score", list(METRICS), format_func=METRICS.get,
+                      key=cache.init("aelib.a_metric", "l2", options=list(METRICS)))
 if not chosen:
     st.info("Pick at least one model to score with.")
     st.stop()
@@ -198,9 +201,10 @@ else:
 
 # ---- galleries -----------------------------------------------------------------------------------
 st.subheader("Most and least anomalous")
-c1, c2 = st.columns([3, 1])
+c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
 gk = c1.selectbox("Model", list(scores), format_func=names.get, key="aelib.a_gal_model")
 k_top = c2.slider("k", 1, 16, 8, key="aelib.a_k")
+gray_r = c3.toggle("Reversed grey (gray_r)", key=cache.init("aelib.gray_r", True))
 gm = by_key[gk]
 for title, largest in (("Most anomalous", True), ("Least anomalous", False)):
     idx = explore.top_k(scores[gk], k_top, largest=largest)
@@ -209,7 +213,7 @@ for title, largest in (("Most anomalous", True), ("Least anomalous", False)):
     st.markdown(f"**{title}**")
     cache.image_rows([("original", g["original"], [f"#{i} {t}" for i, t in zip(idx, truth)]),
                       ("reconstruction", g["reconstruction"], [f"{scores[gk][i]:.3g}" for i in idx]),
-                      ("|error|", cache.heatmap(g["abs_error"], vmax=0.5), None)], gray_r=True)
+                      ("|error|", cache.heatmap(g["abs_error"], vmax=0.5), None)], gray_r)
 
 # ---- export --------------------------------------------------------------------------------------
 st.subheader("Download scores")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from aelib import cache, explore
 
+cache.remember("aelib.l_", "aelib.gray_r")
 fr = cache.current()
 data = cache.need_data(fr)
 models = cache.need_models(fr, "the latent space")
@@ -16,8 +17,10 @@ st.title("Latent space")
 
 keys = [m.key for m in models]
 first_vae = next((i for i, m in enumerate(models) if m.vae), 0)
-pick = st.selectbox("Model", keys, index=first_vae, key="aelib.l_model",
+c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+pick = c1.selectbox("Model", keys, index=first_vae, key="aelib.l_model",
                     format_func={m.key: m.label for m in models}.get)
+gray_r = c2.toggle("Reversed grey (gray_r)", key=cache.init("aelib.gray_r", True))
 mc = next(m for m in models if m.key == pick)
 model = mc.model
 dim = explore.latent_dim(model)
@@ -55,8 +58,9 @@ with tab_i:
     with c2:
         ib = image_picker("End image", 1, "aelib.l_b")
     with c3:
-        steps = st.slider("Steps (k)", 3, 16, 10, key="aelib.l_steps")
-        method = st.radio("Path", ["linear", "spherical"], horizontal=True, key="aelib.l_method",
+        steps = st.slider("Steps (k)", 3, 16, key=cache.init("aelib.l_steps", 10))
+        method = st.radio("Path", ["linear", "spherical"], horizontal=True,
+                          key=cache.init("aelib.l_method", "linear", options=["linear", "spherical"]),
                           help="Linear: straight line between the codes. Spherical (slerp): along the great "
                                "circle, keeping the norm, which suits a Gaussian prior.")
     a, b = test.images[ia], test.images[ib]
@@ -64,7 +68,7 @@ with tab_i:
     frames = cache.interpolation_frames(model, mc.key, a, b, ab_key, steps, method)
     st.markdown(f"**{method.capitalize()} interpolation** in the {'VAE' if mc.vae else 'plain autoencoder'} "
                 f"latent, image #{ia} → #{ib}")
-    cache.strip(frames, gray_r=False)
+    cache.strip(frames, gray_r)
     fine = cache.interpolation_frames(model, mc.key, a, b, ab_key, 65, method)
 
     @st.fragment
@@ -73,7 +77,7 @@ with tab_i:
         t = st.slider("Position along the path", 0.0, 1.0, 0.5, 1 / 64, key="aelib.l_scrub")
         frame = fine[int(round(t * (len(fine) - 1)))]
         c1, c2 = st.columns([1, 3])
-        c1.image(cache.for_display(frame[None], False, 8)[0], caption=f"t = {t:.3f}", width="stretch")
+        c1.image(cache.for_display(frame[None], gray_r, 8)[0], caption=f"t = {t:.3f}", width="stretch")
         c2.caption("The slider moves through 65 precomputed frames along the path; only this panel reruns.")
 
     scrub(fine)
@@ -84,7 +88,7 @@ with tab_p:
                 "from.")
     else:
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        temp = c1.slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="aelib.l_temp",
+        temp = c1.slider("Temperature", 0.0, 2.0, step=0.05, key=cache.init("aelib.l_temp", 1.0),
                          help="Scale of z ~ N(0, T² I): lower is blander and more typical, higher more "
                               "varied.")
         seed_key = "aelib.l_seed"
@@ -92,8 +96,9 @@ with tab_p:
         if c2.button("Reseed", key="aelib.l_reseed", icon=":material/casino:"):
             st.session_state[seed_key] += 1
         samples = cache.prior_samples(model, mc.key, 32, float(temp), int(st.session_state[seed_key]))
-        grid = explore.image_grid([samples[i:i + 8] for i in range(0, 32, 8)], pad=2)
-        st.image(cache.for_display(grid[None], False, 3)[0], width="stretch",
+        grid = explore.image_grid([cache.for_display(samples[i:i + 8], gray_r, 3) for i in range(0, 32, 8)],
+                                  pad=6)
+        st.image(grid, width="stretch",
                  caption=f"32 samples, temperature {temp:g}, seed {st.session_state[seed_key]}")
 
 with tab_t:
@@ -111,7 +116,7 @@ with tab_t:
     trav = cache.traversal(model, mc.key, test.images[it], f"{data.key}|test|{it}", int(d), n_steps, scale)
     what = "z[{d}] set to -3 … 3 (prior units)" if mc.vae else "z[{d}] moved by -3 … 3 standard deviations"
     st.markdown(f"**Traversal** of image #{it}: " + what.format(d=d) + ", every other dimension fixed.")
-    cache.strip(trav, captions=[f"{v:+.1f}" for v in np.linspace(-3, 3, n_steps)])
+    cache.strip(trav, gray_r, captions=[f"{v:+.1f}" for v in np.linspace(-3, 3, n_steps)])
 
 with tab_m:
     n_map = min(len(test), 2000)

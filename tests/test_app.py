@@ -89,7 +89,7 @@ def test_page_renders_with_its_key_widgets(env, page):
     expected = {
         "home": set(),
         "training": {"aelib.t_model", "aelib.t_subset", "aelib.t_start", "aelib.t_sweep", "aelib.t_noise"},
-        "reconstruction": {"aelib.r_mode", "aelib.r_n", "aelib.r_gray_r", "aelib.r_err",
+        "reconstruction": {"aelib.r_mode", "aelib.r_n", "aelib.gray_r", "aelib.r_err",
                            "aelib.r_worst_class"},
         "latent": {"aelib.l_model", "aelib.l_steps", "aelib.l_method", "aelib.l_scrub", "aelib.l_temp",
                    "aelib.l_dim"},
