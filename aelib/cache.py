@@ -175,6 +175,18 @@ def init(key: str, default, *, options: Sequence | None = None, lo: float | None
     return key
 
 
+def flash(message: str, kind: str = "success") -> None:
+    """Show ``message`` after a full rerun (so the sidebar picks up a run that just started)."""
+    st.session_state[NS + "flash"] = (kind, message)
+    st.rerun()
+
+
+def show_flash() -> None:
+    item = st.session_state.pop(NS + "flash", None)
+    if item:
+        getattr(st, item[0])(item[1])
+
+
 def session_runs() -> dict[str, Run]:
     """This session's runs (submitted here, or finished runs reused), oldest first."""
     return _state("runs", dict)

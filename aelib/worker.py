@@ -297,6 +297,9 @@ class TrainingManager:
     def running_count(self) -> int:
         return sum(r.status == RUNNING for r in self.runs())
 
+    def queued_count(self) -> int:
+        return sum(r.status == QUEUED for r in self.runs())
+
     def queue_position(self, run: Run) -> int | None:
         """1-based place in the global queue, or None when the run is not queued."""
         queued = [r for r in self.runs() if r.status == QUEUED]

@@ -20,6 +20,7 @@ cache.remember("aelib.a_", "aelib.gray_r")
 fr = cache.current()
 data = cache.need_data(fr)
 st.title("Anomaly detection")
+cache.show_flash()
 st.caption("Train on normal images only; whatever reconstructs badly is flagged. Scores are cached: "
            "the threshold slider recomputes nothing.")
 
@@ -110,8 +111,8 @@ if offer:
             st.error(str(exc))
         else:
             st.session_state["aelib.a_pending"] = run.id
-            st.success("Training in the background (status in the sidebar); the model is added here "
-                       "when done.")
+            cache.flash("Training in the background (status in the sidebar); the model is added here "
+                        "when done.", "info")
 
 if not candidates:
     st.info(f"No model takes {'x'.join(map(str, shape))} images yet: train one (button above, or the "

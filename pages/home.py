@@ -34,6 +34,10 @@ else:
     d.metric(f"Models for {c}x{h}x{w}", len(fr.compatible))
     st.caption(f"Data: {fr.data.origin}.")
 
+mgr = cache.manager()
+st.caption(f"Training on this server: {mgr.running_count()} of {mgr.max_runs} slot(s) in use, "
+           f"{mgr.queued_count()} run(s) queued.")
+
 saved = cache.saved_checkpoints()
 folder = cache.checkpoint_dir()
 if not saved:

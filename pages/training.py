@@ -19,6 +19,7 @@ cache.remember("aelib.t_")
 fr = cache.current()
 data = cache.need_data(fr)
 st.title("Training")
+cache.show_flash()
 st.caption(f"On **{data.title}** ({data.origin}). Runs train in the background: switch pages, move sliders, "
            "come back. One run per session trains at a time; more wait in a queue.")
 
@@ -77,9 +78,11 @@ with setup:
         except AelibError as exc:
             st.error(str(exc))
         else:
-            if run.status == "done":
-                st.success(f"This exact run already finished ({run.name}); reusing it instead of retraining.")
             st.session_state["aelib.t_watch"] = run.id
+            if run.status == "done":
+                cache.flash(f"This exact run already finished ({run.name}); reusing it instead of "
+                            "retraining.")
+            cache.flash(f"Started {run.name}." if run.status == "running" else f"Queued {run.name}.", "info")
     if busy:
         st.caption("A run of this session is active; a new one waits for it.")
 

@@ -174,3 +174,37 @@ def test_training_from_the_browser_shows_progress_and_finishes(app_url):
         finally:
             browser.close()
 
+
+
+def test_closing_the_tab_stops_its_training_within_seconds(app_url):
+    url, sync_playwright = app_url
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM),
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            trainer = browser.new_context().new_page()
+            trainer.goto(f"{url}/training")
+            _settle(trainer)
+            box = trainer.get_by_role("spinbutton", name="Epochs")
+            box.fill("400")
+            box.press("Enter")
+            _settle(trainer)
+            trainer.get_by_role("button", name="Start training").click()
+            trainer.get_by_text("Training mnist").first.wait_for(timeout=30_000)  # the sidebar status
+            watcher = browser.new_context().new_page()
+            watcher.goto(url)
+            _settle(watcher)
+            assert watcher.get_by_text("1 of 1 slot(s) in use").count() == 1
+            trainer.context.close()  # the tab goes away: its session ends
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 30:
+                watcher.reload()
+                _settle(watcher)
+                if watcher.get_by_text("0 of 1 slot(s) in use").count():
+                    break
+            elapsed = time.monotonic() - t0
+            print(f"run stopped {elapsed:.1f} s after its tab closed")
+            assert watcher.get_by_text("0 of 1 slot(s) in use").count() == 1, "the run kept training"
+            assert elapsed < 20, f"the run stopped only after {elapsed:.0f} s"
+        finally:
+            browser.close()
