@@ -819,7 +819,15 @@ def _page_ran_alone() -> bool:
 def current() -> Frame:
     """The frame (sidebar picks) of this run; pages call this first."""
     if _page_ran_alone():
-        return frame()
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        if ctx is None:
+            return frame()
+        # Build the sidebar as the entry script would, so its widgets keep the ids (and values)
+        # they have on every other page.
+        with ctx.run_with_active_hash(ctx.pages_manager.main_script_hash):
+            return frame()
     fr = st.session_state.get(NS + "frame")
     return fr if fr is not None else Frame(None, [], [], [])
 

@@ -105,6 +105,7 @@ else:
     fig = px.bar(per_class, x="class", y="mean", color="model", barmode="group", error_y="std",
                  labels={"mean": "mean MSE"}, height=340)
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(type="category")
     event = st.plotly_chart(fig, key="aelib.r_class_chart", on_select="rerun", selection_mode="points")
     clicked = None
     if event and event.selection and event.selection.points:

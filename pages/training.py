@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -13,7 +14,7 @@ from aelib.models import PRESETS, default_beta, get_config
 from aelib.train import TrainConfig
 
 FAMILIES = {"fcn": "Fully connected (fcn)", "conv": "Convolutional (conv)", "vae": "Variational (vae)"}
-SWEEP_SIZES = [8, 16, 32, 48, 64, 128]
+SWEEP_SIZES = [4, 8, 16, 32, 48, 64, 128, 256]
 
 cache.remember("aelib.t_")
 fr = cache.current()
@@ -64,7 +65,8 @@ with setup:
                                  key=cache.init("aelib.t_subset", min(n_train, 10_000), lo=1, hi=n_train),
                                  help="The first N training images; fewer train faster."))
     cfg = base.replace(latent=latent)
-    default_name = f"{data.builtin or 'data'}-{arch}-{'z' + str(latent) if latent else 'map'}" + \
+    prefix = data.builtin or Path(data.title).stem
+    default_name = f"{prefix}-{arch}-{'z' + str(latent) if latent else 'map'}" + \
         (f"-{noise}" if noise != "off" else "")
     name = st.text_input("Run name", default_name, key=f"aelib.t_name_{default_name}")
     tc = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, seed=seed,
@@ -131,7 +133,11 @@ st.subheader("Runs of this session")
 if not runs:
     st.caption("Runs you start appear here, with Save and Download once they finish.")
 else:
-    st.dataframe(cache.run_table(runs), hide_index=True)
+    @st.fragment(run_every=2.0 if cache.active_run() else None)
+    def run_list() -> None:
+        st.dataframe(cache.run_table(list(cache.session_runs().values())), hide_index=True)
+
+    run_list()
     finished = [r for r in runs if r.model is not None and r.meta is not None]
     if finished:
         names = {r.id: f"{r.name} ({r.id})" for r in finished}
@@ -183,7 +189,7 @@ else:
         sweep = f"{arch}-{epochs}ep-{subset}"
         try:
             for z in sorted(sizes):
-                cache.start_run(cfg.replace(latent=z), tc, data, name=f"{data.builtin or 'data'}-{arch}-z{z}",
+                cache.start_run(cfg.replace(latent=z), tc, data, name=f"{prefix}-{arch}-z{z}",
                                 subset=subset, tags={"sweep": sweep})
         except AelibError as exc:
             st.error(str(exc))

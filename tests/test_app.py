@@ -237,3 +237,36 @@ def test_local_paths_only_when_allowed_and_inside_the_root(env, tmp_path):
     assert not at.sidebar.error and "3x8x8" in _texts(at.sidebar.caption)
     assert not at.exception
 
+
+
+def test_latent_size_sweep_plots_error_against_size(env):
+    at = _goto(_app(), "training")
+    at.number_input(key="aelib.t_subset").set_value(200)
+    at.number_input(key="aelib.t_epochs_fcn").set_value(1)
+    at.multiselect(key="aelib.t_sweep_sizes").set_value([4, 16])
+    at.run()
+    at.button(key="aelib.t_sweep").click().run()
+    sweep = [r for r in at.session_state["aelib.runs"].values() if r.tags.get("sweep")]
+    assert sorted(r.model_config.latent for r in sweep) == [4, 16]
+    for run in sweep:
+        _wait(run)
+    at.run()
+    assert not at.exception
+    assert at.get("plotly_chart")
+    labels = [m.value for m in at.markdown]
+    assert "**latent 4**" in labels and "**latent 16**" in labels
+
+
+def test_anomaly_page_trains_a_one_class_model_on_request(env):
+    at = _goto(_app(), "anomaly")
+    at.multiselect(key="aelib.a_normals").set_value([1]).run()
+    assert "No model was trained on these normal classes" in _texts(at.warning)
+    at.button(key="aelib.a_train").click().run()
+    assert not at.exception
+    run = list(at.session_state["aelib.runs"].values())[-1]
+    assert run.tags == {"normal_classes": [1]}
+    _wait(run)
+    at.run()
+    assert f"run:{run.id}" in at.multiselect(key="aelib.a_models").value
+    assert any("(one-class)" in o for o in at.multiselect(key="aelib.a_models").options)
+    assert not at.warning and not at.exception
