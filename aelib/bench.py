@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .models import build
+from .models import build, get_config
 from .train import TrainConfig, fit
 
 # The Keras recipe of REFERENCE.md s.2, and the fast mode that aims at the same validation MSE.
@@ -46,7 +46,7 @@ def naive_recipe(root: str, epochs: int = 12, seed: int = 0, log=print) -> dict:
     test = datasets.FashionMNIST(root, train=False, download=False, transform=tf)
     train_dl = DataLoader(train, batch_size=300, shuffle=True)
     test_dl = DataLoader(test, batch_size=300)
-    model = build("mnist_keras").__class__(build("mnist_keras").config.replace(init="torch"))
+    model = build(get_config("mnist_keras").replace(init="torch"))
     opt = torch.optim.Adam(model.parameters(), lr=1.5e-3)
     val_mse = []
     t0 = time.perf_counter()
@@ -69,6 +69,20 @@ def naive_recipe(root: str, epochs: int = 12, seed: int = 0, log=print) -> dict:
     return {"seconds": time.perf_counter() - t0, "val_mse": val_mse}
 
 
+def _run_seeds(label: str, cfg: TrainConfig, seeds, train, test, log) -> list[dict]:
+    """Train the recipe model once per seed with ``cfg``; per-run time, curve, time to target."""
+    out = []
+    for seed in seeds:
+        model = build("mnist_keras", seed=seed)
+        res = fit(model, train.images, test.images, TrainConfig(**{**cfg.to_dict(), "seed": seed}))
+        h = res.history
+        out.append({"seed": seed, "seconds": res.seconds, "val_mse": h.val_mse,
+                    "time_to_target": h.time_to(RECIPE_TARGET_MSE)})
+        log(f"aelib {label} seed {seed}: val_mse {h.val_mse[-1]:.5f} after {len(h.val_mse)} epochs, "
+            f"{res.seconds:.1f}s, time to {RECIPE_TARGET_MSE}: {out[-1]['time_to_target']}")
+    return out
+
+
 def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool = False,
                 epochs: int | None = None, log=print) -> dict:
     """The Keras recipe on Fashion-MNIST through aelib vs the naive loop, plus the fast mode."""
@@ -79,27 +93,8 @@ def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool 
     if train.source != "local":
         raise SystemExit(f"Fashion-MNIST not found under {root}: the benchmark needs the real data.")
     recipe = RECIPE if epochs is None else TrainConfig(**{**RECIPE.to_dict(), "epochs": epochs})
-    runs = []
-    for seed in seeds:
-        model = build("mnist_keras", seed=seed)
-        cfg = TrainConfig(**{**recipe.to_dict(), "seed": seed})
-        res = fit(model, train.images, test.images, cfg)
-        h = res.history
-        runs.append({"seed": seed, "seconds": res.seconds, "val_mse": h.val_mse,
-                     "time_to_target": h.time_to(RECIPE_TARGET_MSE)})
-        log(f"aelib recipe seed {seed}: val_mse {h.val_mse[-1]:.5f} after {len(h.val_mse)} epochs, "
-            f"{res.seconds:.1f}s")
-    fast_runs = []
-    for seed in seeds:
-        model = build("mnist_keras", seed=seed)
-        cfg = fast_config()
-        cfg.seed = seed
-        res = fit(model, train.images, test.images, cfg)
-        h = res.history
-        fast_runs.append({"seed": seed, "seconds": res.seconds, "val_mse": h.val_mse,
-                          "time_to_target": h.time_to(RECIPE_TARGET_MSE)})
-        log(f"aelib fast   seed {seed}: val_mse {h.val_mse[-1]:.5f} after {len(h.val_mse)} epochs, "
-            f"{res.seconds:.1f}s, time to {RECIPE_TARGET_MSE}: {fast_runs[-1]['time_to_target']}")
+    runs = _run_seeds("recipe", recipe, seeds, train, test, log)
+    fast_runs = _run_seeds("fast  ", fast_config(), seeds, train, test, log)
     naive = None
     if not skip_naive:
         naive = naive_recipe(root, epochs=recipe.epochs, log=log)

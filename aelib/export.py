@@ -16,15 +16,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 import torch
 from torch import nn
 
+from ._io import atomic_open
 from .data import to_float
 from .errors import DataError
 from .scoring import ImagesLike, as_image_tensor, reconstruct_batches
@@ -58,20 +57,8 @@ def _text_writer(dest: Dest):
         else:
             yield dest.write
         return
-    path = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            yield fh.write
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; keep an existing file's mode, else the usual 0644.
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(dest, "w", encoding="utf-8", newline="") as fh:
+        yield fh.write
 
 
 def _csv_field(value) -> str:
