@@ -214,6 +214,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seeds = tuple(int(s) for s in args.seeds.split(","))
         result = bench.seed_recipe(args.data_root, seeds=seeds, skip_naive=args.skip_naive,
                                    epochs=2 if args.quick else None)
+    elif args.which == "vae":
+        result = bench.vae_quality(args.data_root, quick=args.quick, threads=args.threads or 1,
+                                   image_dir=None if args.quick else "docs/vae")
     else:
         raise AelibError(f"Unknown benchmark {args.which!r}.")
     path = bench.write_result(result, args.out_dir)
@@ -271,11 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks: print figures, end with one JSON line")
-    p.add_argument("which", choices=["seed-recipe"])
+    p.add_argument("which", choices=["seed-recipe", "vae"],
+                   help="seed-recipe: the Keras recipe, aelib vs a plain DataLoader loop, and the fast "
+                        "mode; vae: test MSE and negative ELBO at latent sizes 2-128")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--skip-naive", action="store_true")
-    p.add_argument("--quick", action="store_true", help="2 epochs, for smoke tests")
+    p.add_argument("--quick", action="store_true", help="tiny runs, for smoke tests")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the trainings")
     p.add_argument("--out-dir", default="bench/results")
     p.set_defaults(func=cmd_bench)
     return parser
