@@ -158,21 +158,25 @@ def remember(*prefixes: str) -> None:
             st.session_state[NS + "keep." + key] = st.session_state[key]
 
 
-def init(key: str, default, *, options: Sequence | None = None, lo: float | None = None,
+def kept(key: str, default, *, options: Sequence | None = None, lo: float | None = None,
          hi: float | None = None):
-    """Widget key initialised from its remembered value (or ``default``); create the widget with
-    ``key=init(...)`` and no ``value`` argument. A remembered value that no longer fits the
-    widget (not in ``options``, outside ``lo``..``hi``) falls back to ``default``."""
-    value = st.session_state.get(key, st.session_state.get(NS + "keep." + key, default))
-    if options is not None:
-        items = value if isinstance(value, list) else [value]
-        if not all(v in options for v in items):
-            value = default
-    if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-        value = default
-    if key not in st.session_state or st.session_state[key] != value:
-        st.session_state[key] = value
-    return key
+    """The remembered value of widget ``key`` (else ``default``), to pass as its value / index /
+    default together with ``key=key``.
+
+    Passing it as the widget's own default (rather than writing ``st.session_state[key]``) matters
+    in the browser: a widget that comes back after a run without it is re-created from its
+    default. A value that no longer fits (not in ``options``, outside ``lo``..``hi``, e.g. after a
+    dataset change) falls back to ``default``, and is dropped from the live state too.
+    """
+    def fits(v) -> bool:
+        if options is not None and not all(i in options for i in (v if isinstance(v, list) else [v])):
+            return False
+        return v is None or not ((lo is not None and v < lo) or (hi is not None and v > hi))
+
+    if key in st.session_state and not fits(st.session_state[key]):
+        del st.session_state[key]
+    value = st.session_state.get(NS + "keep." + key, default)
+    return value if fits(value) else default
 
 
 def flash(message: str, kind: str = "success") -> None:

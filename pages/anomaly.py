@@ -35,7 +35,8 @@ train_images = labels = None
 if mode == "one-class":
     class_ids = list(range(len(data.classes)))
     normals = st.multiselect("Normal classes", class_ids, format_func=lambda i: data.classes[i],
-                             key=cache.init("aelib.a_normals", [0], options=class_ids))
+                             default=cache.kept("aelib.a_normals", [0], options=class_ids),
+                             key="aelib.a_normals")
     if not normals:
         st.info("Pick at least one normal class.")
         st.stop()
@@ -66,6 +67,10 @@ else:
             None if npz_labels is None else npz_labels.numpy())
         if up_train is not None:
             train_images, _, train_key = cache.uploaded_images(up_train, "train")
+        elif not data.builtin:  # the image set picked in the sidebar serves as the normal set
+            train_images, train_key = data.train.images, f"{data.key}|train"
+            st.caption(f"Normal training set: the sidebar's {data.title} ({len(train_images):,} images) "
+                       "unless you upload another.")
     except AelibError as exc:
         st.error(str(exc))
         st.stop()
@@ -132,8 +137,8 @@ if pending and f"run:{pending}" in by_key:
 st.session_state[sel_key] = [k for k in st.session_state[sel_key] if k in by_key]
 chosen = [by_key[k] for k in st.multiselect("Score with", list(by_key), key=sel_key,
                                             format_func=lambda k: tag(by_key[k]))]
-metric = st.selectbox("Score", list(METRICS), format_func=METRICS.get,
-                      key=cache.init("aelib.a_metric", "l2", options=list(METRICS)))
+metric = st.selectbox("Score", list(METRICS), format_func=METRICS.get, key="aelib.a_metric",
+                      index=list(METRICS).index(cache.kept("aelib.a_metric", "l2", options=list(METRICS))))
 if not chosen:
     st.info("Pick at least one model to score with.")
     st.stop()
@@ -205,7 +210,7 @@ st.subheader("Most and least anomalous")
 c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
 gk = c1.selectbox("Model", list(scores), format_func=names.get, key="aelib.a_gal_model")
 k_top = c2.slider("k", 1, 16, 8, key="aelib.a_k")
-gray_r = c3.toggle("Reversed grey (gray_r)", key=cache.init("aelib.gray_r", True))
+gray_r = c3.toggle("Reversed grey (gray_r)", cache.kept("aelib.gray_r", True), key="aelib.gray_r")
 gm = by_key[gk]
 for title, largest in (("Most anomalous", True), ("Least anomalous", False)):
     idx = explore.top_k(scores[gk], k_top, largest=largest)

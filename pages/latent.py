@@ -20,7 +20,7 @@ first_vae = next((i for i, m in enumerate(models) if m.vae), 0)
 c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
 pick = c1.selectbox("Model", keys, index=first_vae, key="aelib.l_model",
                     format_func={m.key: m.label for m in models}.get)
-gray_r = c2.toggle("Reversed grey (gray_r)", key=cache.init("aelib.gray_r", True))
+gray_r = c2.toggle("Reversed grey (gray_r)", cache.kept("aelib.gray_r", True), key="aelib.gray_r")
 mc = next(m for m in models if m.key == pick)
 model = mc.model
 dim = explore.latent_dim(model)
@@ -58,9 +58,11 @@ with tab_i:
     with c2:
         ib = image_picker("End image", 1, "aelib.l_b")
     with c3:
-        steps = st.slider("Steps (k)", 3, 16, key=cache.init("aelib.l_steps", 10))
+        steps = st.slider("Steps (k)", 3, 16, cache.kept("aelib.l_steps", 10), key="aelib.l_steps")
         method = st.radio("Path", ["linear", "spherical"], horizontal=True,
-                          key=cache.init("aelib.l_method", "linear", options=["linear", "spherical"]),
+                          index=["linear", "spherical"].index(
+                              cache.kept("aelib.l_method", "linear", options=["linear", "spherical"])),
+                          key="aelib.l_method",
                           help="Linear: straight line between the codes. Spherical (slerp): along the great "
                                "circle, keeping the norm, which suits a Gaussian prior.")
     a, b = test.images[ia], test.images[ib]
@@ -88,7 +90,7 @@ with tab_p:
                 "from.")
     else:
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        temp = c1.slider("Temperature", 0.0, 2.0, step=0.05, key=cache.init("aelib.l_temp", 1.0),
+        temp = c1.slider("Temperature", 0.0, 2.0, cache.kept("aelib.l_temp", 1.0), 0.05, key="aelib.l_temp",
                          help="Scale of z ~ N(0, T² I): lower is blander and more typical, higher more "
                               "varied.")
         seed_key = "aelib.l_seed"

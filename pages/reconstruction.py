@@ -26,11 +26,12 @@ st.caption(f"{data.title} test set ({len(test):,} images) · {len(models)} model
 # ---- which images ------------------------------------------------------------------------------------
 c1, c2, c3, c4 = st.columns([2, 2, 2, 2], vertical_alignment="bottom")
 mode = c1.radio("Images", list(MODES), format_func=MODES.get, horizontal=True,
-                key=cache.init("aelib.r_mode", "first", options=list(MODES)))
-n = c2.slider("How many", 1, 24, key=cache.init("aelib.r_n", 12), disabled=mode == "index")
+                index=list(MODES).index(cache.kept("aelib.r_mode", "first", options=list(MODES))),
+                key="aelib.r_mode")
+n = c2.slider("How many", 1, 24, cache.kept("aelib.r_n", 12), key="aelib.r_n", disabled=mode == "index")
 seed, cls, indices = 0, None, None
 if mode == "random":
-    seed = int(c3.number_input("Seed", 0, 10**6, key=cache.init("aelib.r_seed", 0)))
+    seed = int(c3.number_input("Seed", 0, 10**6, cache.kept("aelib.r_seed", 0), key="aelib.r_seed"))
 elif mode == "class":
     if data.classes and data.labelled:
         cls = c3.selectbox("Class", range(len(data.classes)), format_func=lambda i: data.classes[i],
@@ -39,15 +40,15 @@ elif mode == "class":
         st.warning("This dataset has no labels; showing the first images instead.")
         mode = "first"
 elif mode == "index":
-    text = c3.text_input("Indices", key=cache.init("aelib.r_indices", "0, 1, 2, 3, 4, 5"),
+    text = c3.text_input("Indices", cache.kept("aelib.r_indices", "0, 1, 2, 3, 4, 5"), key="aelib.r_indices",
                          help="Comma-separated test indices.")
     try:
         indices = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         st.error("Indices must be whole numbers separated by commas, e.g. 3, 17, 42.")
         st.stop()
-gray_r = c4.toggle("Reversed grey (gray_r)", key=cache.init("aelib.gray_r", True))
-show_err = c4.toggle("Error heatmap rows", key=cache.init("aelib.r_err", True))
+gray_r = c4.toggle("Reversed grey (gray_r)", cache.kept("aelib.gray_r", True), key="aelib.gray_r")
+show_err = c4.toggle("Error heatmap rows", cache.kept("aelib.r_err", True), key="aelib.r_err")
 try:
     idx = explore.select_images(n, test.labels, mode, seed=seed, cls=cls, indices=indices, total=len(test))
 except AelibError as exc:

@@ -29,7 +29,8 @@ choices = [*FAMILIES, *presets]
 setup, live_col = st.columns([2, 3], gap="large")
 
 with setup:
-    arch = st.selectbox("Model", choices, key=cache.init("aelib.t_model", choices[0], options=choices),
+    arch = st.selectbox("Model", choices, key="aelib.t_model",
+                        index=choices.index(cache.kept("aelib.t_model", choices[0], options=choices)),
                         format_func=lambda k: FAMILIES.get(k, f"Preset {k} (reference layout)"))
     base = get_config(arch, in_shape=data.shape)
     recipe = arch == "mnist_keras"
@@ -38,31 +39,37 @@ with setup:
         c1.text_input("Latent size", f"feature map {base.hidden[-1]}x..", disabled=True)
         latent = None
     else:
-        latent = int(c1.number_input("Latent size", 1, 4096,
-                                     key=cache.init(f"aelib.t_latent_{arch}", base.latent)))
-    epochs = int(c2.number_input("Epochs", 1, 500,
-                                 key=cache.init(f"aelib.t_epochs_{arch}", 12 if recipe else 10)))
+        k = f"aelib.t_latent_{arch}"
+        latent = int(c1.number_input("Latent size", 1, 4096, cache.kept(k, base.latent), key=k))
+    k = f"aelib.t_epochs_{arch}"
+    epochs = int(c2.number_input("Epochs", 1, 500, cache.kept(k, 12 if recipe else 10), key=k))
     c1, c2 = st.columns(2)
-    batch = int(c1.number_input("Batch size", 1, 4096,
-                                key=cache.init(f"aelib.t_batch_{arch}", 300 if recipe else 128)))
+    k = f"aelib.t_batch_{arch}"
+    batch = int(c1.number_input("Batch size", 1, 4096, cache.kept(k, 300 if recipe else 128), key=k))
     lr = float(c2.number_input("Learning rate", 1e-6, 1.0, format="%.5f",
-                               key=cache.init(f"aelib.t_lr_{arch}", 0.0015 if recipe else 1e-3)))
+                               value=cache.kept(f"aelib.t_lr_{arch}", 0.0015 if recipe else 1e-3),
+                               key=f"aelib.t_lr_{arch}"))
     c1, c2 = st.columns(2)
-    seed = int(c1.number_input("Seed", 0, 2**31 - 1, key=cache.init("aelib.t_seed", 0)))
-    beta = c2.number_input("Beta (KL weight)", 0.0, 100.0, step=0.1, key=cache.init("aelib.t_beta", None),
+    seed = int(c1.number_input("Seed", 0, 2**31 - 1, cache.kept("aelib.t_seed", 0), key="aelib.t_seed"))
+    beta = c2.number_input("Beta (KL weight)", 0.0, 100.0, cache.kept("aelib.t_beta", None), step=0.1,
+                           key="aelib.t_beta",
                            format="%.5g",
                            placeholder=f"auto: {default_beta(base):.3g}", disabled=base.family != "vae",
                            help="VAE only. Empty: 1 / pixels (1 for the face_vae reference preset), "
                                 "which keeps the KL from swamping a per-pixel MSE.")
     c1, c2 = st.columns(2)
-    noise = c1.selectbox("Denoising", ["off", "gaussian", "mask"], key=cache.init("aelib.t_noise", "off"),
+    noises = ["off", "gaussian", "mask"]
+    noise = c1.selectbox("Denoising", noises, key="aelib.t_noise",
+                         index=noises.index(cache.kept("aelib.t_noise", "off", options=noises)),
                          help="Corrupt the inputs, keep clean targets: a denoising autoencoder.")
-    level = float(c2.slider("Noise level", 0.0, 1.0, step=0.05, key=cache.init("aelib.t_noise_level", 0.3),
+    level = float(c2.slider("Noise level", 0.0, 1.0, cache.kept("aelib.t_noise_level", 0.3), 0.05,
+                            key="aelib.t_noise_level",
                             disabled=noise == "off",
                             help="Gaussian: sigma in pixel units. Mask: fraction of pixels set to 0 or 1."))
     n_train = len(data.train)
     subset = int(st.number_input("Training images", 1, n_train, step=500,
-                                 key=cache.init("aelib.t_subset", min(n_train, 10_000), lo=1, hi=n_train),
+                                 value=cache.kept("aelib.t_subset", min(n_train, 10_000), lo=1, hi=n_train),
+                                 key="aelib.t_subset",
                                  help="The first N training images; fewer train faster."))
     cfg = base.replace(latent=latent)
     prefix = data.builtin or Path(data.title).stem
@@ -184,7 +191,8 @@ if latent is None:
 else:
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     sizes = c1.multiselect("Latent sizes", SWEEP_SIZES,
-                           key=cache.init("aelib.t_sweep_sizes", [16, 48, 64, 128], options=SWEEP_SIZES))
+                           cache.kept("aelib.t_sweep_sizes", [16, 48, 64, 128], options=SWEEP_SIZES),
+                           key="aelib.t_sweep_sizes")
     if c2.button("Queue sweep", key="aelib.t_sweep", disabled=not sizes):
         sweep = f"{arch}-{epochs}ep-{subset}"
         try:
