@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import plotly.express as px
 import streamlit as st
+import torch
 
 from aelib import cache, explore
+from aelib.errors import AelibError
 
 cache.remember("aelib.l_", "aelib.gray_r")
 fr = cache.current()
@@ -32,21 +34,34 @@ else:
             "to see the difference; prior samples need a VAE.")
 
 
-def image_picker(label: str, default: int, key: str) -> int:
-    """A test image by index, or the n-th image of a class."""
-    if data.labelled and data.classes:
-        how = st.radio(label, ["index", "class"], horizontal=True, key=f"{key}_how")
-        if how == "class":
-            c = st.selectbox("Class", range(len(data.classes)), index=default % len(data.classes),
-                             format_func=lambda i: data.classes[i], key=f"{key}_cls")
-            found = np.flatnonzero(test.labels.numpy() == c)
-            if len(found) == 0:
-                st.warning("No test image of that class; using image 0.")
-                return 0
-            return int(found[0])
-    else:
-        st.markdown(f"**{label}**")
-    return int(st.number_input("Test index", 0, len(test) - 1, min(default, len(test) - 1), key=f"{key}_idx"))
+def image_picker(label: str, default: int, key: str) -> tuple[torch.Tensor, str]:
+    """One image (C, H, W) and a short tag: a test image by index, the first of a class, or an upload."""
+    ways = ["index"] + (["class"] if data.labelled and data.classes else []) + ["upload"]
+    how = st.radio(label, ways, horizontal=True, key=f"{key}_how")
+    if how == "class":
+        c = st.selectbox("Class", range(len(data.classes)), index=default % len(data.classes),
+                         format_func=lambda i: data.classes[i], key=f"{key}_cls")
+        found = np.flatnonzero(test.labels.numpy() == c)
+        if len(found):
+            return test.images[int(found[0])], f"#{int(found[0])}"
+        st.warning("No test image of that class; using image 0.")
+        return test.images[0], "#0"
+    if how == "upload":
+        up = st.file_uploader("PNG, JPEG or .npy", type=["png", "jpg", "jpeg", "npy"], key=f"{key}_up")
+        if up is not None:
+            try:
+                images, _, ukey = cache.uploaded_images(up, key)
+            except AelibError as exc:
+                st.error(str(exc))
+            else:
+                if tuple(images.shape[1:]) == tuple(mc.config.in_shape):
+                    return images[0], f"{up.name} ({ukey[-6:]})"
+                st.error(f"This model takes {'x'.join(map(str, mc.config.in_shape))} images; "
+                         f"{up.name} holds {'x'.join(map(str, images.shape[1:]))}.")
+        st.caption("Until an image is uploaded, test image 0 stands in.")
+        return test.images[0], "#0"
+    i = int(st.number_input("Test index", 0, len(test) - 1, min(default, len(test) - 1), key=f"{key}_idx"))
+    return test.images[i], f"#{i}"
 
 
 tab_i, tab_p, tab_t, tab_m = st.tabs(["Interpolation", "Prior samples", "Traversal", "Latent map"])
@@ -54,9 +69,9 @@ tab_i, tab_p, tab_t, tab_m = st.tabs(["Interpolation", "Prior samples", "Travers
 with tab_i:
     c1, c2, c3 = st.columns([2, 2, 3])
     with c1:
-        ia = image_picker("Start image", 0, "aelib.l_a")
+        a, ta = image_picker("Start image", 0, "aelib.l_a")
     with c2:
-        ib = image_picker("End image", 1, "aelib.l_b")
+        b, tb = image_picker("End image", 1, "aelib.l_b")
     with c3:
         steps = st.slider("Steps (k)", 3, 16, cache.kept("aelib.l_steps", 10), key="aelib.l_steps")
         method = st.radio("Path", ["linear", "spherical"], horizontal=True,
@@ -65,11 +80,10 @@ with tab_i:
                           key="aelib.l_method",
                           help="Linear: straight line between the codes. Spherical (slerp): along the great "
                                "circle, keeping the norm, which suits a Gaussian prior.")
-    a, b = test.images[ia], test.images[ib]
-    ab_key = f"{data.key}|test|{ia}|{ib}"
+    ab_key = f"{data.key}|{ta}|{tb}"
     frames = cache.interpolation_frames(model, mc.key, a, b, ab_key, steps, method)
     st.markdown(f"**{method.capitalize()} interpolation** in the {'VAE' if mc.vae else 'plain autoencoder'} "
-                f"latent, image #{ia} → #{ib}")
+                f"latent, image {ta} → {tb}")
     cache.strip(frames, gray_r)
     fine = cache.interpolation_frames(model, mc.key, a, b, ab_key, 65, method)
 
@@ -106,7 +120,7 @@ with tab_p:
 with tab_t:
     c1, c2 = st.columns([2, 3])
     with c1:
-        it = image_picker("Image", 2, "aelib.l_t")
+        img, tag = image_picker("Image", 2, "aelib.l_t")
     with c2:
         d = st.slider("Latent dimension", 0, max(dim - 1, 1), 0, key="aelib.l_dim", disabled=dim == 1)
         d = min(d, dim - 1)
@@ -115,9 +129,9 @@ with tab_t:
     if not mc.vae:  # no prior: move in units of that dimension's spread over the test images
         codes = cache.codes(model, mc.key, test.images[:1000], f"{data.key}|test[:1000]")
         scale = float(codes[:, d].std()) or 1.0
-    trav = cache.traversal(model, mc.key, test.images[it], f"{data.key}|test|{it}", int(d), n_steps, scale)
+    trav = cache.traversal(model, mc.key, img, f"{data.key}|{tag}", int(d), n_steps, scale)
     what = "z[{d}] set to -3 … 3 (prior units)" if mc.vae else "z[{d}] moved by -3 … 3 standard deviations"
-    st.markdown(f"**Traversal** of image #{it}: " + what.format(d=d) + ", every other dimension fixed.")
+    st.markdown(f"**Traversal** of image {tag}: " + what.format(d=d) + ", every other dimension fixed.")
     cache.strip(trav, gray_r, captions=[f"{v:+.1f}" for v in np.linspace(-3, 3, n_steps)])
 
 with tab_m:

@@ -21,8 +21,9 @@ fr = cache.current()
 data = cache.need_data(fr)
 st.title("Training")
 cache.show_flash()
-st.caption(f"On **{data.title}** ({data.origin}). Runs train in the background: switch pages, move sliders, "
-           "come back. One run per session trains at a time; more wait in a queue.")
+st.caption(f"On **{data.title}** ({data.origin}); validation on the first {min(len(data.test), 2000):,} test "
+           "images. Runs train in the background: switch pages, move sliders, come back. One run per session "
+           "trains at a time; more wait in a queue.")
 
 presets = [name for name, cfg in PRESETS.items() if tuple(cfg.in_shape) == tuple(data.shape)]
 choices = [*FAMILIES, *presets]

@@ -133,6 +133,17 @@ def test_latent_page_interpolates_samples_and_reseeds(env):
     at.button(key="aelib.l_reseed").click().run()
     assert at.session_state["aelib.l_seed"] == seed + 1
     assert not at.exception and not at.error
+    # An uploaded end image; a wrong-sized one is refused with a sentence.
+    from PIL import Image
+
+    at.radio(key="aelib.l_b_how").set_value("upload").run()
+    for size, ok in (((28, 28), True), ((32, 32), False)):
+        png = io.BytesIO()
+        Image.fromarray(np.full(size, 200, dtype=np.uint8)).save(png, format="PNG")
+        at.file_uploader(key="aelib.l_b_up").clear().upload("mine.png", png.getvalue()).run()
+        assert not at.exception
+        assert ("mine.png" in _texts(at.markdown)) == ok
+        assert bool(at.error) != ok
 
 
 def test_anomaly_threshold_and_metric_choices(env):
@@ -178,6 +189,10 @@ def test_stop_from_another_page_keeps_the_model(env):
         time.sleep(0.05)
     _goto(at, "latent")
     assert run.status == "running"  # switching pages does not interrupt it
+    seen = len(run.epochs)
+    while len(run.epochs) <= seen:  # ... and it keeps advancing
+        assert time.monotonic() < deadline + 30
+        time.sleep(0.05)
     at.sidebar.button(key="aelib.sidebar_stop").click().run()
     _wait(run, 20)
     assert run.status == "stopped" and run.model is not None
