@@ -393,14 +393,20 @@ class ModelChoice:
 
     @property
     def normal_classes(self) -> list[int] | None:
-        extra = self.meta.get("extra") or {}
-        nc = extra.get("normal_classes")
-        return list(nc) if nc is not None else None
+        """Normal classes of a one-class model (``dataset`` or ``extra`` metadata), else None."""
+        return _normal_classes(self.meta)
 
     @property
-    def dataset_name(self) -> str:
-        ds = self.meta.get("dataset") or {}
-        return str(ds.get("name") or ds.get("dataset") or "")
+    def dataset_key(self) -> str:
+        return str((self.meta.get("dataset") or {}).get("key") or "")
+
+
+def _normal_classes(meta: dict) -> list[int] | None:
+    for part in ("dataset", "extra"):
+        nc = (meta.get(part) or {}).get("normal_classes")
+        if nc is not None:
+            return [int(c) for c in nc]
+    return None
 
 
 def describe(meta: dict) -> str:
@@ -410,7 +416,7 @@ def describe(meta: dict) -> str:
     extra = []
     if (meta.get("train") or {}).get("noise"):
         extra.append("denoising")
-    nc = (meta.get("extra") or {}).get("normal_classes")
+    nc = _normal_classes(meta)
     if nc is not None:
         extra.append(f"normal {','.join(str(c) for c in nc)}")
     return f"{m.get('preset') or m.get('family')}, {lat}" + (f", {', '.join(extra)}" if extra else "")
@@ -507,8 +513,9 @@ def start_run(model_config: ModelConfig, train_config: TrainConfig, data: DataCh
     val = data.test.images[:2000]
     sid = session_id()
     key = data_key or f"{data.key}|train[:{len(images)}]"
-    dataset = {"name": data.title, "key": key, "n_train": len(images), "n_val": len(val),
-               "classes": data.classes}
+    dataset = {"name": data.title, "key": data.builtin or data.key, "data_key": key, "n_train": len(images),
+               "n_val": len(val), "classes": data.classes,
+               "normal_classes": (tags or {}).get("normal_classes")}
     run = manager().submit(sid, model_config, images, val, train_config, data_key=key, name=name,
                            dataset=dataset, tags=tags, alive=_alive_probe(sid))
     session_runs()[run.id] = run
@@ -729,14 +736,17 @@ def _model_picker(data: DataChoice | None) -> tuple[list[ModelChoice], list[Mode
     models = all_models(files)
     if data is None:
         return [], [], models
-    comp = compatible(models, data.shape)
+    # Models of the picked dataset first (MNIST and Fashion-MNIST models take the same shape).
+    comp = sorted(compatible(models, data.shape), key=lambda m: m.dataset_key != (data.builtin or data.key))
     keys = [m.key for m in comp]
     by_key = {m.key: m for m in comp}
     sel_key = NS + "models"
     seen = _state("seen_runs", set)
-    if sel_key not in st.session_state:  # first visit: one model of each family
-        firsts = {m.meta["model"]["family"]: m.key for m in reversed(comp)}
-        st.session_state[sel_key] = [k for k in keys if k in firsts.values()][:3]
+    if sel_key not in st.session_state:  # first visit: one plain model per family, this dataset's first
+        firsts: dict[str, str] = {}
+        for m in sorted(comp, key=lambda m: m.noise[0] is not None):  # stable: keeps the dataset order
+            firsts.setdefault(m.config.family, m.key)
+        st.session_state[sel_key] = [firsts[f] for f in ("fcn", "conv", "vae") if f in firsts]
     current = [k for k in st.session_state[sel_key] if k in by_key]
     for r in session_runs().values():  # select freshly finished runs of this session once
         k = f"run:{r.id}"

@@ -83,7 +83,8 @@ candidates = cache.compatible(fr.all_models, shape)
 
 
 def fits_normals(m: cache.ModelChoice) -> bool:
-    return m.normal_classes is not None and sorted(m.normal_classes) == sorted(normals)
+    same_data = m.dataset_key in ("", data.builtin)
+    return same_data and m.normal_classes is not None and sorted(m.normal_classes) == sorted(normals)
 
 
 def tag(m: cache.ModelChoice) -> str:
@@ -181,7 +182,10 @@ else:
                       margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=-0.25))
     c1, c2 = st.columns([3, 2])
     c1.plotly_chart(fig, key="aelib.a_roc")
-    c2.dataframe(pd.DataFrame(rows), hide_index=True)
+    c2.dataframe(pd.DataFrame(rows), hide_index=True,
+                 column_config={"ROC AUC": st.column_config.NumberColumn(format="%.3f", width="small"),
+                                "average precision": st.column_config.NumberColumn("AP", format="%.3f",
+                                                                                   width="small")})
 
     @st.fragment
     def threshold_panel(labels: np.ndarray, scores: dict[str, np.ndarray], names: dict[str, str]) -> None:

@@ -133,7 +133,10 @@ else:
 denoisers = [m for m in models if m.noise[0]]
 st.subheader("Denoising")
 if not denoisers:
-    st.caption("None of the picked models was trained in denoising mode (Training page: Denoising option).")
+    others = [m.label.split(" (")[0] for m in fr.compatible if m.noise[0] and m not in models]
+    st.caption("None of the picked models was trained in denoising mode"
+               + (f"; pick {', '.join(others)} in the sidebar." if others else
+                  " (Training page: Denoising option)."))
 for m in denoisers:
     kind, level = m.noise
     d = cache.denoise(m.model, m.key, imgs, sel_key, kind, level, 0)
