@@ -130,7 +130,8 @@ sel_key = "aelib.a_models"
 by_key = {m.key: m for m in candidates}
 pending = st.session_state.get("aelib.a_pending")
 if sel_key not in st.session_state:
-    st.session_state[sel_key] = [m.key for m in candidates if m in fr.models or fits_normals(m)][:4] or \
+    picked = {m.key for m in fr.models}
+    st.session_state[sel_key] = [m.key for m in candidates if m.key in picked or fits_normals(m)][:4] or \
         [candidates[0].key]
 if pending and f"run:{pending}" in by_key:
     st.session_state[sel_key] = [k for k in st.session_state[sel_key] if k in by_key] + [f"run:{pending}"]

@@ -133,7 +133,8 @@ else:
 denoisers = [m for m in models if m.noise[0]]
 st.subheader("Denoising")
 if not denoisers:
-    others = [m.label.split(" (")[0] for m in fr.compatible if m.noise[0] and m not in models]
+    picked = {m.key for m in models}
+    others = [m.label.split(" (")[0] for m in fr.compatible if m.noise[0] and m.key not in picked]
     st.caption("None of the picked models was trained in denoising mode"
                + (f"; pick {', '.join(others)} in the sidebar." if others else
                   " (Training page: Denoising option)."))
