@@ -126,7 +126,9 @@ def session_id() -> str:
 
 
 def _alive_probe(sid: str) -> Callable[[], bool] | None:
-    """Streamlit's registry of connected sessions, when a server runtime exists (not in AppTest)."""
+    """Streamlit's registry of connected sessions (``Runtime.is_active_session``), when a runtime
+    exists. A tab that closes drops out of it at once; the worker stops the session's runs after
+    its grace period. (AppTest's stand-in runtime answers truthy for every session.)"""
     from streamlit import runtime
 
     if not runtime.exists():
@@ -150,7 +152,7 @@ def remember(*prefixes: str) -> None:
     """Copy this page's widget values (keys starting with one of ``prefixes``) to shadow keys.
 
     Streamlit forgets a widget's value once a run does not draw it (the user went to another
-    page). Pages call this first and create their widgets with :func:`init`, which restores the
+    page). Pages call this first and give their widgets :func:`kept` values, which come from the
     shadow copy, so settings survive page switches.
     """
     for key in list(st.session_state.keys()):
@@ -189,6 +191,20 @@ def show_flash() -> None:
     item = st.session_state.pop(NS + "flash", None)
     if item:
         getattr(st, item[0])(item[1])
+
+
+def digest(uploaded) -> str:
+    """sha256 of an uploaded file, computed once per upload (Streamlit gives each a ``file_id``)."""
+    memo = _state("digests", dict)
+    fid = getattr(uploaded, "file_id", None)
+    if fid is None or fid not in memo:
+        if len(memo) > 64:
+            memo.clear()
+        h = hashlib.sha256(uploaded.getvalue()).hexdigest()
+        if fid is None:
+            return h
+        memo[fid] = h
+    return memo[fid]
 
 
 def session_runs() -> dict[str, Run]:
@@ -254,7 +270,8 @@ def _split_user_images(images: torch.Tensor, labels: torch.Tensor | None, name: 
     cut = n - max(1, n // 10) if n >= 20 else 0
     tr = slice(0, cut) if cut else slice(0, n)
     te = slice(cut, n)
-    classes = None if labels is None else [str(int(c)) for c in labels.unique().tolist()]
+    # Class names indexed by label value (labels are small non-negative integers).
+    classes = None if labels is None else [str(c) for c in range(int(labels.max()) + 1)]
 
     def part(s: slice, split: str) -> ImageDataset:
         return ImageDataset(images=images[s], labels=None if labels is None else labels[s], name=name,
@@ -269,7 +286,8 @@ def _npz_labels(raw: bytes, n: int) -> torch.Tensor | None:
             for k in ("labels", "y", "targets"):
                 if k in npz.files:
                     y = npz[k]
-                    if y.ndim == 1 and len(y) == n and y.dtype.kind in "iub":
+                    if y.ndim == 1 and len(y) == n and y.dtype.kind in "iub" and n and 0 <= y.min() \
+                            and y.max() < 1000:
                         return torch.from_numpy(y.astype(np.int64))
     except (ValueError, OSError, zipfile.BadZipFile):
         return None
@@ -286,17 +304,16 @@ def read_upload(uploaded, max_images: int | None = None) -> tuple[torch.Tensor, 
 
 
 def _uploaded_choice(uploaded) -> DataChoice:
-    raw = uploaded.getvalue()
-    digest = hashlib.sha256(raw).hexdigest()[:16]
+    sha = digest(uploaded)[:16]
     store = _state("uploads", dict)
-    if digest not in store:
+    if sha not in store:
         images, labels = read_upload(uploaded)
-        note = f"Uploaded file {uploaded.name} ({len(raw) / 1e6:.1f} MB)."
+        note = f"Uploaded file {uploaded.name} ({uploaded.size / 1e6:.1f} MB)."
         train, test = _split_user_images(images, labels, uploaded.name, "upload", note)
         store.clear()  # one uploaded image set per session at a time
-        store[digest] = DataChoice(f"upload:{digest}", uploaded.name, train, test,
-                                   f"upload · {len(images):,} images")
-    return store[digest]
+        store[sha] = DataChoice(f"upload:{sha}", uploaded.name, train, test,
+                                f"upload · {len(images):,} images")
+    return store[sha]
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading local images...")
@@ -350,14 +367,13 @@ def read_labels(uploaded, n: int) -> np.ndarray:
 
 def uploaded_images(uploaded, slot: str) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """(images, npz labels or None, content key) of an upload, parsed once per session and slot."""
-    raw = uploaded.getvalue()
-    digest = hashlib.sha256(raw).hexdigest()[:16]
+    sha = digest(uploaded)[:16]
     store = _state(f"upload_{slot}", dict)
-    if digest not in store:
+    if sha not in store:
         store.clear()
-        store[digest] = read_upload(uploaded)
-    images, labels = store[digest]
-    return images, labels, f"upload:{digest}"
+        store[sha] = read_upload(uploaded)
+    images, labels = store[sha]
+    return images, labels, f"upload:{sha}"
 
 
 # ================================================================================================
@@ -459,21 +475,21 @@ def _uploaded_models(files) -> list[ModelChoice]:
     store = _state("model_uploads", dict)
     out, errors = [], []
     for f in files or []:
-        raw = f.getvalue()
-        sha = hashlib.sha256(raw).hexdigest()
+        sha = digest(f)
         if sha not in store:
             try:
-                ck = checkpoints.load_bytes(raw, f.name)
+                store[sha] = checkpoints.load_bytes(f.getvalue(), f.name)
             except AelibError as exc:
-                errors.append(str(exc))
-                continue
-            store[sha] = ck
+                store[sha] = str(exc)  # remembered, so a bad file is parsed once
         ck = store[sha]
+        if isinstance(ck, str):
+            errors.append(ck)
+            continue
         out.append(ModelChoice(f"sha256:{sha}", f"{f.name} ({describe(ck.meta)}) · upload", "upload",
                                ck.meta, lambda ck=ck: ck.model))
     for e in errors:
         st.error(e)
-    keep = {m.key.split(":", 1)[1] for m in out}
+    keep = {digest(f) for f in files or []}
     for sha in [s for s in store if s not in keep]:
         del store[sha]  # removed from the uploader: free it
     return out
