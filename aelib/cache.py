@@ -417,6 +417,13 @@ class ModelChoice:
         return str((self.meta.get("dataset") or {}).get("key") or "")
 
 
+def recorded_mse(meta: dict) -> float | None:
+    """The reconstruction MSE a checkpoint records: on its test set if measured, else validation."""
+    metrics = meta.get("metrics") or {}
+    value = metrics.get("test_mse", metrics.get("val_mse"))
+    return None if value is None else float(value)
+
+
 def _normal_classes(meta: dict) -> list[int] | None:
     for part in ("dataset", "extra"):
         nc = (meta.get(part) or {}).get("normal_classes")

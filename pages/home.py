@@ -48,5 +48,5 @@ else:
     st.dataframe([{"checkpoint": p.stem, "model": cache.describe(m),
                    "input": "x".join(str(v) for v in m["model"]["in_shape"]),
                    "dataset": (m.get("dataset") or {}).get("name", ""),
-                   "val MSE": (m.get("metrics") or {}).get("val_mse")} for p, m, _ in saved],
+                   "test / val MSE": cache.recorded_mse(m)} for p, m, _ in saved],
                  hide_index=True)

@@ -175,7 +175,7 @@ if not saved:
 else:
     st.dataframe([{"file": p.name, "model": cache.describe(m),
                    "dataset": (m.get("dataset") or {}).get("name"),
-                   "epochs": m.get("epochs"), "val MSE": (m.get("metrics") or {}).get("val_mse"),
+                   "epochs": m.get("epochs"), "test / val MSE": cache.recorded_mse(m),
                    "created": m.get("created")} for p, m, _ in saved], hide_index=True)
     if not cache.read_only():
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
