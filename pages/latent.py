@@ -68,10 +68,13 @@ tab_i, tab_p, tab_t, tab_m = st.tabs(["Interpolation", "Prior samples", "Travers
 
 with tab_i:
     c1, c2, c3 = st.columns([2, 2, 3])
+    # Default end point: the first test image of another class than image 0 (a 6 -> 6 path shows
+    # little); image 1 when there are no labels.
+    other = np.flatnonzero(test.labels.numpy() != int(test.labels[0])) if data.labelled else []
     with c1:
         a, ta = image_picker("Start image", 0, "aelib.l_a")
     with c2:
-        b, tb = image_picker("End image", 1, "aelib.l_b")
+        b, tb = image_picker("End image", int(other[0]) if len(other) else 1, "aelib.l_b")
     with c3:
         steps = st.slider("Steps (k)", 3, 16, cache.kept("aelib.l_steps", 10), key="aelib.l_steps")
         method = st.radio("Path", ["linear", "spherical"], horizontal=True,
