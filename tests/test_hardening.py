@@ -793,10 +793,12 @@ def test_a_file_over_the_upload_limit_is_refused_in_the_browser(tmp_path, folder
                 sidebar = page.locator('[data-testid="stSidebar"]')
                 sidebar.locator('[data-testid="stSelectbox"]').first.click()
                 page.get_by_role("option", name="Upload images").click()
-                sidebar.locator('input[type="file"]').first.wait_for(state="attached", timeout=30_000)
-                sidebar.locator('input[type="file"]').first.set_input_files(str(big))
+                # The image uploader (not the checkpoint one, also in the sidebar): labelled "Images (...".
+                uploader = sidebar.locator('[data-testid="stFileUploader"]').filter(has_text="Images (")
+                uploader.locator('input[type="file"]').wait_for(state="attached", timeout=30_000)
+                uploader.locator('input[type="file"]').set_input_files(str(big))
                 refusal = f"File must be {limit_mb:.1f}MB or smaller"
-                alert = sidebar.get_by_role("alert").filter(has_text=refusal)
+                alert = uploader.get_by_role("alert").filter(has_text=refusal)
                 alert.first.wait_for(state="attached", timeout=30_000)  # the widget's own message
                 assert page.locator('[data-testid="stException"]').count() == 0
                 page.goto(f"{url}/training")
