@@ -137,7 +137,28 @@ def _parse(data: bytes, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{what} is a safetensors file without aelib metadata, so its model "
                               "cannot be rebuilt. Save checkpoints with aelib (or the dashboard).")
+    _check_sections(meta, what)
     return meta, tensors
+
+
+_SECTIONS = {"model": dict, "dataset": dict, "train": dict, "history": dict, "metrics": dict,
+             "extra": dict, "normalisation": dict, "versions": dict, "name": (str, type(None))}
+
+
+def _check_sections(meta: dict, what: str) -> None:
+    """Metadata sections must have the types aelib writes; anything else is refused, not guessed."""
+    for key, kind in _SECTIONS.items():
+        if key in meta and not isinstance(meta[key], kind):
+            should = "an object" if kind is dict else "text"
+            raise CheckpointError(f"{what}: its metadata field {key!r} should be {should}, "
+                                  f"not {type(meta[key]).__name__}.")
+    classes = meta.get("dataset", {}).get("normal_classes")
+    if classes is not None and not (isinstance(classes, list)
+                                    and all(isinstance(c, int) and not isinstance(c, bool) for c in classes)):
+        raise CheckpointError(f"{what}: its metadata 'dataset.normal_classes' should be a list of class ids.")
+    history = meta.get("history", {})
+    if any(not isinstance(v, list) for v in history.values()):
+        raise CheckpointError(f"{what}: its metadata 'history' should map names to lists of numbers.")
 
 
 def _rebuild(meta: dict, tensors: dict[str, torch.Tensor], what: str) -> nn.Module:
@@ -145,8 +166,13 @@ def _rebuild(meta: dict, tensors: dict[str, torch.Tensor], what: str) -> nn.Modu
         cfg = ModelConfig.from_dict(meta.get("model"))
     except ConfigError as exc:
         raise CheckpointError(f"{what} has an invalid model config: {exc}") from None
-    model = build(cfg)
-    expected = model.state_dict()
+    # Shapes are checked on the meta device first: a 1 kB upload may declare a terabyte-sized
+    # model, and nothing is allocated until its config agrees with the weights it really carries.
+    try:
+        with torch.device("meta"):
+            expected = build(cfg).state_dict()
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{what}: its model config cannot be built ({exc}).") from None
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -163,7 +189,11 @@ def _rebuild(meta: dict, tensors: dict[str, torch.Tensor], what: str) -> nn.Modu
             raise CheckpointError(f"{what}: weight {k!r} is {t.dtype}, not floating point.")
         if not torch.isfinite(t).all():
             raise CheckpointError(f"{what}: weight {k!r} holds NaN or infinite values.")
-    model.load_state_dict({k: tensors[k].to(expected[k].dtype) for k in expected})
+    try:
+        model = build(cfg)
+    except (RuntimeError, MemoryError) as exc:
+        raise CheckpointError(f"{what}: its model cannot be built ({exc}).") from None
+    model.load_state_dict({k: tensors[k].to(v.dtype) for k, v in model.state_dict().items()})
     model.eval()
     return model
 

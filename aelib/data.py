@@ -561,6 +561,7 @@ def _limit_files(names: list, limits: _Limits, label: str) -> list:
 
 def _load_image_folder(folder: Path, limits: _Limits) -> torch.Tensor:
     label = f"folder '{folder}'"
+    base = folder.resolve()
     found: list[tuple[str, Path]] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__MACOSX"]
@@ -568,6 +569,9 @@ def _load_image_folder(folder: Path, limits: _Limits) -> torch.Tensor:
             p = Path(dirpath) / f
             rel = p.relative_to(folder).as_posix()
             if _is_image_name(rel) and p.is_file():
+                if not p.resolve().is_relative_to(base):  # a link pointing out of the folder
+                    raise DataError(f"'{rel}' in {label} links to a file outside the allowed folder; "
+                                    "links out of the folder are not followed.")
                 found.append((rel, p))
     found = _limit_files(sorted(found), limits, label)
     for rel, p in found:

@@ -711,3 +711,18 @@ def test_one_class_split_rejects_bad_requests(mnist_small):
         one_class_split(unlabeled, test, 0)
     with pytest.raises(DataError, match="no class labels"):
         one_class_split(train, unlabeled, 0)
+
+
+def test_an_image_link_pointing_out_of_the_folder_is_refused(tmp_path):
+    from PIL import Image
+
+    inside, outside = tmp_path / "imgs", tmp_path / "elsewhere"
+    inside.mkdir()
+    outside.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(inside / "a.png")
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(outside / "secret.png")
+    (inside / "b.png").symlink_to(inside / "a.png")  # a link within the folder is fine
+    assert load_images(inside).shape == (2, 1, 8, 8)
+    (inside / "zz.png").symlink_to(outside / "secret.png")
+    with pytest.raises(DataError, match="outside the allowed folder"):
+        load_images(inside)
