@@ -100,7 +100,7 @@ def test_a_tiny_file_declaring_a_giant_model_is_refused_without_allocating_it():
     giant = dict(meta, model=dict(meta["model"], in_shape=[3, 1024, 1024], hidden=[100_000]))
     data = ckpt.to_bytes(model, giant)
     assert len(data) < 2**20
-    with pytest.raises(CheckpointError, match="shape"):  # would be ~1.2 TB of float32 if built
+    with pytest.raises(CheckpointError, match="do not match|shape"):  # ~1.2 TB of float32 if built
         ckpt.load_bytes(data)
 
 
