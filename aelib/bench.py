@@ -84,7 +84,7 @@ def _run_seeds(label: str, cfg: TrainConfig, seeds, train, test, log) -> list[di
 
 
 def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool = False,
-                epochs: int | None = None, log=print) -> dict:
+                epochs: int | None = None, threads: int | None = None, log=print) -> dict:
     """The Keras recipe on Fashion-MNIST through aelib vs the naive loop, plus the fast mode."""
     from .data import load_dataset
 
@@ -92,9 +92,13 @@ def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool 
     test = load_dataset("fashion-mnist", "test", root=root, download=False)
     if train.source != "local":
         raise SystemExit(f"Fashion-MNIST not found under {root}: the benchmark needs the real data.")
-    recipe = RECIPE if epochs is None else TrainConfig(**{**RECIPE.to_dict(), "epochs": epochs})
+    recipe = TrainConfig(**{**RECIPE.to_dict(), "threads": threads,
+                            "epochs": epochs or RECIPE.epochs})
+    fast = TrainConfig(**{**fast_config().to_dict(), "threads": threads})
+    if threads:
+        torch.set_num_threads(threads)  # the naive loop too
     runs = _run_seeds("recipe", recipe, seeds, train, test, log)
-    fast_runs = _run_seeds("fast  ", fast_config(), seeds, train, test, log)
+    fast_runs = _run_seeds("fast  ", fast, seeds, train, test, log)
     naive = None
     if not skip_naive:
         naive = naive_recipe(root, epochs=recipe.epochs, log=log)
@@ -113,7 +117,7 @@ def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool 
         "aelib_val_mse": mean([r["val_mse"][-1] for r in runs]),
         "aelib_val_mse_per_seed": [r["val_mse"][-1] for r in runs],
         "aelib_time_to_target": mean([r["time_to_target"] for r in runs]),
-        "fast_config": fast_config().to_dict(),
+        "fast_config": fast.to_dict(),
         "fast_time_to_target": mean([r["time_to_target"] for r in fast_runs]),
         "fast_time_to_target_per_seed": [r["time_to_target"] for r in fast_runs],
         "fast_val_mse_per_seed": [r["val_mse"][-1] for r in fast_runs],
