@@ -1,6 +1,6 @@
 """aelib dashboard: ``streamlit run streamlit_app.py``.
 
-The router and the shared frame. Each page is a short script under ``pages/``; the sidebar
+The router and the shared frame. Each page is a short script under ``views/``; the sidebar
 (dataset, models, training status) is built once per run by :func:`aelib.cache.frame`.
 """
 
@@ -11,14 +11,14 @@ import streamlit as st
 from aelib import cache
 from aelib.errors import AelibError
 
-st.set_page_config(page_title="aelib · autoencoders", page_icon=":material/blur_on:", layout="wide")
+st.set_page_config(page_title="aelib · autoencoders", page_icon="🌀", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Overview", icon=":material/home:", default=True),
-    st.Page("pages/training.py", title="Training", icon=":material/model_training:"),
-    st.Page("pages/reconstruction.py", title="Reconstruction", icon=":material/compare:"),
-    st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
-    st.Page("pages/anomaly.py", title="Anomaly detection", icon=":material/troubleshoot:"),
+    st.Page("views/home.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("views/training.py", title="Training", icon=":material/model_training:"),
+    st.Page("views/reconstruction.py", title="Reconstruction", icon=":material/compare:"),
+    st.Page("views/latent.py", title="Latent space", icon=":material/scatter_plot:"),
+    st.Page("views/anomaly.py", title="Anomaly detection", icon=":material/troubleshoot:"),
 ]
 
 page = st.navigation(PAGES)

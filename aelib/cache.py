@@ -279,17 +279,58 @@ def _split_user_images(images: torch.Tensor, labels: torch.Tensor | None, name: 
     return part(tr, "train"), part(te, "test")
 
 
-def _npz_labels(raw: bytes, n: int) -> torch.Tensor | None:
-    """Integer labels stored beside the images in a .npz (key ``labels`` or ``y``), if any."""
+_LABEL_KEYS = ("labels", "y", "targets")
+
+
+def _npy_vector(fh, n: int, what: str, kinds: str = "iub") -> np.ndarray:
+    """A 1-D array of exactly ``n`` values (dtype kind in ``kinds``) from the .npy stream ``fh``.
+
+    The header is parsed and checked before any data is read (never with pickle), so a small file
+    declaring a huge array is refused without allocating it; only ``n`` values are ever read.
+    """
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            for k in ("labels", "y", "targets"):
-                if k in npz.files:
-                    y = npz[k]
-                    if y.ndim == 1 and len(y) == n and y.dtype.kind in "iub" and n and 0 <= y.min() \
-                            and y.max() < 1000:
-                        return torch.from_numpy(y.astype(np.int64))
-    except (ValueError, OSError, zipfile.BadZipFile):
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise DataError(f"{what} is not a valid .npy array ({exc}).") from exc
+    if dtype.hasobject or dtype.kind not in kinds or dtype.subdtype is not None or dtype.itemsize > 8:
+        raise DataError(f"{what} holds values of dtype {dtype}; labels must be integers (0 or 1).")
+    count = math.prod(shape) if shape else 1
+    if len(shape) != 1 or shape[0] != n:
+        raise DataError(f"{what} has {count:,} values (shape {tuple(shape)}) but the test set has {n:,} "
+                        "images; labels must be a 1-D array with one value per image.")
+    want = n * dtype.itemsize
+    data = fh.read(want)
+    if len(data) != want:
+        raise DataError(f"{what} is truncated: it declares {n:,} values but holds fewer.")
+    return np.frombuffer(data, dtype=dtype).copy()
+
+
+def _npz_labels(raw: bytes, n: int) -> torch.Tensor | None:
+    """Integer labels stored beside the images in a .npz (key ``labels`` or ``y``), if any.
+
+    Labels that do not fit (wrong shape, not integers, out of range, unreadable) are ignored; the
+    member's header is checked before its data is decompressed.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            names = set(zf.namelist())
+            for k in _LABEL_KEYS:
+                member = k + ".npy" if k + ".npy" in names else (k if k in names else None)
+                if member is None:
+                    continue
+                with zf.open(member) as fh:
+                    y = _npy_vector(fh, n, f"'{member}'")
+                if n and 0 <= y.min() and y.max() < 1000:
+                    return torch.from_numpy(y.astype(np.int64))
+                return None
+    except (AelibError, ValueError, OSError, EOFError, zipfile.BadZipFile, MemoryError, RuntimeError,
+            NotImplementedError):
         return None
     return None
 
@@ -345,17 +386,21 @@ def one_class(data_key: str, normals: tuple[int, ...], _train: ImageDataset, _te
 
 def read_labels(uploaded, n: int) -> np.ndarray:
     """0/1 anomaly labels from an uploaded .npy, or a .csv/.txt (one column, or a 'label' column)."""
-    name = str(getattr(uploaded, "name", "") or "").lower()
+    shown = str(getattr(uploaded, "name", "") or "") or "the upload"
+    name = shown.lower()
     raw = uploaded.getvalue()
     try:
         if name.endswith(".npy"):
-            y = np.load(io.BytesIO(raw), allow_pickle=False)
+            y = _npy_vector(io.BytesIO(raw), n, shown, kinds="biuf")
         else:
             df = pd.read_csv(io.BytesIO(raw), header=None if raw[:1].isdigit() else "infer")
             cols = [c for c in df.columns if str(c).strip().lower() in ("label", "labels", "anomaly", "y")]
             y = df[cols[0] if cols else df.columns[-1]].to_numpy()
+    except MemoryError as exc:
+        raise DataError(f"{shown} is too large to read as labels; expected one 0/1 value per test image.") \
+            from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise DataError(f"Could not read labels from {name or 'the upload'} ({exc}); expected a .npy array "
+        raise DataError(f"Could not read labels from {shown} ({exc}); expected a .npy array "
                         "or a CSV with one 0/1 value per test image.") from exc
     y = np.asarray(y).ravel()
     if len(y) != n:
@@ -404,8 +449,13 @@ class ModelChoice:
 
     @property
     def noise(self) -> tuple[str | None, float]:
-        tc = self.meta.get("train") or {}
-        return tc.get("noise"), float(tc.get("noise_level") or 0.0)
+        tc = _section(self.meta, "train")
+        noise = tc.get("noise")
+        try:
+            level = float(tc.get("noise_level") or 0.0)
+        except (TypeError, ValueError):
+            level = 0.0
+        return (noise if isinstance(noise, str) and noise else None), (level if math.isfinite(level) else 0.0)
 
     @property
     def normal_classes(self) -> list[int] | None:
@@ -414,30 +464,45 @@ class ModelChoice:
 
     @property
     def dataset_key(self) -> str:
-        return str((self.meta.get("dataset") or {}).get("key") or "")
+        key = _section(self.meta, "dataset").get("key")
+        return key if isinstance(key, str) else ""
+
+
+def _section(meta, name: str) -> dict:
+    """``meta[name]`` when it is a dict; a missing or malformed section (a string, a list) reads as empty."""
+    part = meta.get(name) if isinstance(meta, dict) else None
+    return part if isinstance(part, dict) else {}
 
 
 def recorded_mse(meta: dict) -> float | None:
     """The reconstruction MSE a checkpoint records: on its test set if measured, else validation."""
-    metrics = meta.get("metrics") or {}
+    metrics = _section(meta, "metrics")
     value = metrics.get("test_mse", metrics.get("val_mse"))
-    return None if value is None else float(value)
+    try:
+        return None if value is None or isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _normal_classes(meta: dict) -> list[int] | None:
+    """The normal classes a one-class model records; malformed entries (text, non-integers) read as none."""
     for part in ("dataset", "extra"):
-        nc = (meta.get(part) or {}).get("normal_classes")
-        if nc is not None:
+        nc = _section(meta, part).get("normal_classes")
+        if nc is None:
+            continue
+        if isinstance(nc, (list, tuple)) and nc and all(isinstance(c, int) and not isinstance(c, bool)
+                                                        for c in nc):
             return [int(c) for c in nc]
+        return None
     return None
 
 
 def describe(meta: dict) -> str:
-    m = meta.get("model", {})
+    m = _section(meta, "model")
     latent = m.get("latent")
     lat = f"latent {latent}" if latent is not None else "feature-map latent"
     extra = []
-    if (meta.get("train") or {}).get("noise"):
+    if _section(meta, "train").get("noise"):
         extra.append("denoising")
     nc = _normal_classes(meta)
     if nc is not None:
@@ -763,21 +828,35 @@ def _model_picker(data: DataChoice | None) -> tuple[list[ModelChoice], list[Mode
     comp = sorted(compatible(models, data.shape), key=lambda m: m.dataset_key != (data.builtin or data.key))
     keys = [m.key for m in comp]
     by_key = {m.key: m for m in comp}
-    sel_key = NS + "models"
+    sel_key, shape_key = NS + "models", NS + "models_shape"
     seen = _state("seen_runs", set)
-    if sel_key not in st.session_state:  # first visit: one plain model per family, this dataset's first
+    # Picks are kept per image shape: a dataset with other (or no) compatible models does not erase
+    # the picks made for another shape. ``models_shape`` is the shape the widget was last drawn for.
+    by_shape = _state("picks_by_shape", dict)
+    shape = tuple(data.shape)
+    drawn_for = st.session_state.get(shape_key)
+    if drawn_for is not None and sel_key in st.session_state:
+        by_shape[drawn_for] = list(st.session_state[sel_key])
+    if shape not in by_shape:  # first visit: one plain model per family, this dataset's first
         firsts: dict[str, str] = {}
         for m in sorted(comp, key=lambda m: m.noise[0] is not None):  # stable: keeps the dataset order
             firsts.setdefault(m.config.family, m.key)
-        st.session_state[sel_key] = [firsts[f] for f in ("fcn", "conv", "vae") if f in firsts]
-    current = [k for k in st.session_state[sel_key] if k in by_key]
+        picks = [firsts[f] for f in ("fcn", "conv", "vae") if f in firsts]
+    else:
+        picks = by_shape[shape]
+    current = [k for k in picks if k in by_key]
     for r in session_runs().values():  # select freshly finished runs of this session once
         k = f"run:{r.id}"
         if k in by_key and r.id not in seen:
             seen.add(r.id)
             if k not in current:
                 current.append(k)
-    st.session_state[sel_key] = current
+    if comp:
+        by_shape[shape] = current
+        st.session_state[sel_key] = current
+        st.session_state[shape_key] = shape
+    else:  # nothing to pick here: leave every shape's picks as they are
+        st.session_state.pop(shape_key, None)
     if not comp:
         c, h, w = data.shape
         st.info(f"No model for {c}x{h}x{w} images yet. Train one on the Training page, upload a "
@@ -833,38 +912,8 @@ def frame() -> Frame:
     return fr
 
 
-def _page_ran_alone() -> bool:
-    """True when Streamlit ran a page file on its own, without the entry script.
-
-    A folder named ``pages/`` next to the entry script makes Streamlit start each fresh process (and
-    every AppTest run) in its old multipage mode, where a URL such as ``/training`` executes
-    ``pages/training.py`` alone, without the router and the sidebar. ``st.navigation`` switches that
-    mode off for the process once it has run. A page that finds it still on switches it off, so the
-    next run goes through ``streamlit_app.py``, and builds the frame itself for this run (rather than
-    rerunning, which would drop a button click that caused this run).
-    """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # pragma: no cover - a future Streamlit without this internal
-        return False
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        return True
-    return False
-
-
 def current() -> Frame:
     """The frame (sidebar picks) of this run; pages call this first."""
-    if _page_ran_alone():
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-        ctx = get_script_run_ctx()
-        if ctx is None:
-            return frame()
-        # Build the sidebar as the entry script would, so its widgets keep the ids (and values)
-        # they have on every other page.
-        with ctx.run_with_active_hash(ctx.pages_manager.main_script_hash):
-            return frame()
     fr = st.session_state.get(NS + "frame")
     return fr if fr is not None else Frame(None, [], [], [])
 

@@ -266,7 +266,11 @@ class TrainingManager:
                     if r.key != key:
                         continue
                     if r.status == DONE and r.model is not None:
-                        return r
+                        if r.session_id == session_id:
+                            return r
+                        # Another session's run: share its weights (read-only), never its name,
+                        # dataset description or tags (an upload's file name, say).
+                        return self._copy_for(r, session_id, key, name, dataset, tags)
                     if r.active and r.session_id == session_id:
                         return r
             waiting = [r for r in self._runs.values() if r.session_id == session_id and r.status == QUEUED]
@@ -280,6 +284,25 @@ class TrainingManager:
                       train_images=train_images, val_images=val_images)
             self._runs[run.id] = run
             self._start_workers()
+        return run
+
+    def _copy_for(self, done: Run, session_id: str, key: str, name: str | None, dataset: dict | None,
+                  tags: dict | None) -> Run:
+        """A finished run of ``session_id`` with ``done``'s model and history but this session's
+        own name, dataset description and tags (under the lock)."""
+        cfg = done.model_config
+        run = Run(id=f"run{next(self._ids)}-{key[:8]}", session_id=session_id, key=key,
+                  model_config=cfg, train_config=done.train_config, data_key=done.data_key,
+                  name=name or f"{cfg.preset or cfg.family}-{cfg.latent}",
+                  dataset=dict(dataset or {}), tags=dict(tags or {}), status=DONE, message=done.message,
+                  epochs=list(done.epochs), epoch=done.epoch, step=done.step, steps=done.steps,
+                  last_loss=done.last_loss, model=done.model, started=done.started, finished=done.finished)
+        if done.meta is not None:
+            extra = {k: v for k, v in (done.meta.get("extra") or {}).items() if k in ("status",)}
+            run.meta = {**done.meta, "name": run.name, "dataset": dict(run.dataset),
+                        "extra": {**extra, "run_id": run.id, **run.tags}}
+        self._runs[run.id] = run
+        self._evict()
         return run
 
     # ---- queries ------------------------------------------------------------------------------

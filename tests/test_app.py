@@ -56,17 +56,13 @@ def env(monkeypatch, folders):
 
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    # Twice: with a pages/ folder next to the entry script, AppTest's first run goes through
-    # Streamlit's old multipage mode (see aelib.cache._page_ran_alone), where the sidebar's widget
-    # ids differ from every later run, so a value set right after it would be dropped.
-    at.run()
     at.run()
     assert not at.exception, at.exception
     return at
 
 
 def _goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

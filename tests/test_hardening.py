@@ -4,13 +4,6 @@ Everything runs in ``streamlit.testing.v1.AppTest`` against ``streamlit_app.py``
 give exactly one clear sentence in the page (``at.error``), never an exception element
 (``at.exception``), write nothing, and leave the app usable (another page still renders).
 
-Routing. With a folder named ``pages/`` beside the entry script, every ``AppTest.run()`` starts in
-Streamlit's old multipage mode, which runs a page file alone, without ``streamlit_app.py`` (and so
-without its ``except AelibError`` net). A real server leaves that mode after its first script run,
-so the ``routed`` fixture below switches it off for every run: these tests see the app as a warm
-server serves it. (The first run of a fresh server process still goes the old way; see the report
-of issue 6.)
-
 Uploads. ``AppTest``'s ``file_uploader(...).upload()`` hands bytes straight to the app, without the
 browser's size check or the server's HTTP limit, so the upload limit itself is checked on the
 widgets' declared limit and, in a real browser against ``streamlit run``, by
@@ -41,7 +34,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save as st_save
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from aelib import cache, checkpoints
@@ -66,18 +58,6 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     model = build(get_config("fcn", (1, 28, 28), latent=4), seed=0)  # untrained: pages only need one
     checkpoints.save(ckpt / "tiny-fcn.safetensors", model, name="tiny-fcn", dataset={"name": "MNIST"})
     return {"data": tmp_path_factory.mktemp("no-data"), "ckpt": ckpt}
-
-
-@pytest.fixture(autouse=True)
-def routed(monkeypatch):
-    """Every run goes through streamlit_app.py (its router and its AelibError net), as on a warm server."""
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 @pytest.fixture
@@ -108,7 +88,7 @@ def _app() -> AppTest:
 
 
 def _goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     return at
 
 
@@ -339,13 +319,6 @@ def test_page_uploaders_refuse_bad_files_too(env, tmp_path):
     _still_works(at)
 
 
-LABEL_BOMB_REASON = ("bug: aelib/cache.py _npz_labels and read_labels call np.load on uploaded label arrays "
-                     "without checking the declared size first (aelib.data checks image arrays, not these), "
-                     "so a small file declaring a huge labels array makes the server allocate it: "
-                     "MemoryError here, a memory spike or an OOM kill for sizes that fit")
-
-
-@pytest.mark.xfail(strict=True, reason=LABEL_BOMB_REASON)
 def test_npz_with_a_huge_labels_member_is_refused_before_decoding(env):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -359,7 +332,6 @@ def test_npz_with_a_huge_labels_member_is_refused_before_decoding(env):
     _still_works(at)
 
 
-@pytest.mark.xfail(strict=True, reason=LABEL_BOMB_REASON)
 def test_labels_npy_declaring_a_huge_array_is_refused_before_decoding(env):
     at = _goto(_app(), "anomaly")
     at.radio(key="aelib.a_mode").set_value("upload").run()
@@ -528,20 +500,27 @@ WRONG_TYPES = {"dataset-string": {"dataset": "MNIST"}, "train-list": {"train": [
                "extra-list": {"extra": [1, 2]}, "normal-classes-text": {"dataset": {"normal_classes": "ab"}}}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: aelib/cache.py reads uploaded metadata sections with .get() "
-                   "(ModelChoice.dataset_key, _normal_classes, describe, noise) without checking their "
-                   "types, so a checkpoint whose 'dataset'/'train'/'extra' is not an object crashes "
-                   "every page")
 @pytest.mark.parametrize("case", list(WRONG_TYPES))
 def test_checkpoint_metadata_of_the_wrong_type_gives_one_sentence(env, case):
     at = _upload_ckpt(_app(), "odd.safetensors", _ckpt(**WRONG_TYPES[case]))
     _still_works(at, _one_clear_error(at, "odd.safetensors"))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: aelib/checkpoints.py _rebuild builds the model from the "
-                   "uploaded config before checking it against the weights, so a 1 kB upload declaring a "
-                   "1.2 TB model makes the server allocate it (RuntimeError here, an OOM kill for sizes "
-                   "that fit in RAM)")
+@pytest.mark.parametrize("sections", [*WRONG_TYPES.values(), {"extra": {"normal_classes": [1.5, "x"]}},
+                                      {"train": {"noise": ["a"], "noise_level": "high"}},
+                                      {"metrics": [1]}, {"dataset": {"key": 7}}])
+def test_metadata_accessors_treat_malformed_sections_as_missing(sections):
+    """Whatever gets past checkpoint loading, the sidebar's accessors never raise on odd sections."""
+    meta = {**checkpoints.make_metadata(_fcn()), **sections}
+    m = cache.ModelChoice("sha256:x", "x", "upload", meta, lambda: None)
+    assert m.dataset_key in ("", "mnist")
+    assert m.normal_classes is None
+    kind, level = m.noise
+    assert kind is None and level == 0.0
+    assert cache.describe(meta).startswith("fcn")
+    assert cache.recorded_mse(meta) is None
+
+
 def test_checkpoint_declaring_a_giant_model_is_refused_before_allocating(env):
     raw = _ckpt(model=_with_model(in_shape=[3, 1024, 1024], hidden=[100_000]))
     at = _app()
@@ -630,9 +609,6 @@ def test_local_paths_outside_the_root_are_refused(local_root):
     _still_works(at)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: resolve_local_path (aelib/cache.py) checks only the typed "
-                   "path; aelib.data._load_image_folder then follows symlinked files inside that folder, "
-                   "so an image link inside the root pointing out of it is read")
 def test_an_image_symlink_inside_an_allowed_folder_cannot_reach_out(local_root):
     (local_root["root"] / "imgs" / "zz-link.png").symlink_to(local_root["outside"] / "secret.png")
     at = _app()
@@ -692,7 +668,7 @@ def _cached_functions(path: Path) -> dict[str, dict]:
 
 
 def test_every_shared_cache_is_bounded_and_content_keyed():
-    sources = [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py")),
+    sources = [ROOT / "streamlit_app.py", *sorted((ROOT / "views").glob("*.py")),
                *sorted((ROOT / "aelib").glob("*.py"))]
     caches = {}
     for path in sources:

@@ -58,9 +58,17 @@ def test_finished_run_is_reused_not_retrained(manager, images):
     tc = TrainConfig(epochs=1, batch_size=64)
     first = manager.submit("s1", _cfg(), images, None, tc, data_key="rand256")
     manager.wait(first, 30)
+    same = manager.submit("s1", _cfg(), images, None, tc, data_key="rand256")
+    assert same is first
     again = manager.submit("s2", _cfg(), images, None, TrainConfig(epochs=1, batch_size=64, threads=2),
-                           data_key="rand256")
-    assert again is first
+                           data_key="rand256", name="second", dataset={"name": "theirs.npy"})
+    # Another session gets its own copy: the same weights, none of the first session's names.
+    assert again is not first and again.status == DONE and again.model is first.model
+    assert again.session_id == "s2" and again.name == "second" and again.id != first.id
+    assert again.meta["name"] == "second" and again.meta["dataset"] == {"name": "theirs.npy"}
+    assert again.meta["extra"]["run_id"] == again.id and again.history().epoch == first.history().epoch
+    assert first.name != "second" and first.meta["name"] == first.name
+    assert manager.runs("s2") == [again]
     other = manager.submit("s2", _cfg(), images, None, tc, data_key="other-data")
     assert other is not first
     manager.wait(other, 30)

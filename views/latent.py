@@ -139,15 +139,21 @@ with tab_t:
 
 with tab_m:
     n_map = min(len(test), 2000)
-    coords, explained = cache.latent_map(model, mc.key, test.images[:n_map], f"{data.key}|test[:{n_map}]")
-    labels = (test.labels[:n_map].numpy() if data.labelled else np.zeros(n_map, dtype=int))
-    names = ([data.classes[i] for i in labels] if data.classes and data.labelled else ["image"] * n_map)
-    fig = px.scatter(x=coords[:, 0], y=coords[:, 1], color=names, hover_name=[f"#{i}" for i in range(n_map)],
-                     labels={"x": "PC 1", "y": "PC 2", "color": "class"}, opacity=0.75, height=520,
-                     category_orders={"color": list(data.classes or [])})
-    fig.update_traces(marker=dict(size=5))
-    fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
-    st.plotly_chart(fig, key="aelib.l_map")
-    what = "means (mu)" if mc.vae else "codes"
-    share = "" if explained is None else f"; the two components explain {explained.sum():.0%} of the variance"
-    st.caption(f"PCA of the latent {what} of the first {n_map:,} test images{share}. Hover for the index.")
+    if n_map < 2:
+        st.info(f"The latent map needs at least 2 test images; this dataset has {n_map}.")
+    else:
+        coords, explained = cache.latent_map(model, mc.key, test.images[:n_map], f"{data.key}|test[:{n_map}]")
+        labels = (test.labels[:n_map].numpy() if data.labelled else np.zeros(n_map, dtype=int))
+        names = ([data.classes[i] for i in labels] if data.classes and data.labelled else ["image"] * n_map)
+        fig = px.scatter(x=coords[:, 0], y=coords[:, 1], color=names,
+                         hover_name=[f"#{i}" for i in range(n_map)],
+                         labels={"x": "PC 1", "y": "PC 2", "color": "class"}, opacity=0.75, height=520,
+                         category_orders={"color": list(data.classes or [])})
+        fig.update_traces(marker=dict(size=5))
+        fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
+        st.plotly_chart(fig, key="aelib.l_map")
+        what = "means (mu)" if mc.vae else "codes"
+        share = ("" if explained is None
+                 else f"; the two components explain {explained.sum():.0%} of the variance")
+        st.caption(f"PCA of the latent {what} of the first {n_map:,} test images{share}. "
+                   "Hover for the index.")
