@@ -828,3 +828,30 @@ def test_json_sidecar_is_not_needed_for_uploads(env):
     at = _upload_ckpt(_app(), "solo.safetensors", raw)
     assert not at.exception and not at.error
     assert any("solo.safetensors" in o for o in at.sidebar.multiselect(key="aelib.models").options)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model picks and tiny datasets
+
+
+def test_model_picks_survive_a_dataset_without_compatible_models(env):
+    at = _app()
+    model = _fcn(latent=3)
+    _upload_ckpt(at, "mine.safetensors", checkpoints.to_bytes(model, checkpoints.make_metadata(model)))
+    box = at.sidebar.multiselect(key="aelib.models")
+    box.set_value([next(o for o in box.options if "mine.safetensors" in o)]).run()
+    picked = list(at.sidebar.multiselect(key="aelib.models").value)
+    assert len(picked) == 1
+    _upload_data(at, "tiny.npy", _npy(np.zeros((3, 5, 5), np.uint8)))  # no model takes 1x5x5
+    assert not at.exception and "No model for 1x5x5" in _texts(at.sidebar.info)
+    at.sidebar.selectbox(key="aelib.dataset").set_value("MNIST").run()
+    assert list(at.sidebar.multiselect(key="aelib.models").value) == picked
+
+
+def test_latent_map_of_a_one_image_dataset_is_an_info_not_an_error(env):
+    at = _upload_data(_app(), "one.npy", _npy(np.full((1, 8, 8), 7, np.uint8)))
+    model = build(get_config("fcn", (1, 8, 8), latent=2), seed=0)
+    _upload_ckpt(at, "small.safetensors", checkpoints.to_bytes(model, checkpoints.make_metadata(model)))
+    _goto(at, "latent")
+    assert not at.exception and not at.error, _texts(at.error)
+    assert "at least 2 test images" in _texts(at.info), _texts(at.info)
