@@ -150,7 +150,8 @@ def _check_sections(meta: dict, what: str) -> None:
     for key, kind in _SECTIONS.items():
         if key in meta and not isinstance(meta[key], kind):
             should = "an object" if kind is dict else "text"
-            raise CheckpointError(f"{what}: its metadata field {key!r} should be {should}, "
+            field = "model config" if key == "model" else f"metadata field {key!r}"
+            raise CheckpointError(f"{what}: its {field} should be {should}, "
                                   f"not {type(meta[key]).__name__}.")
     classes = meta.get("dataset", {}).get("normal_classes")
     if classes is not None and not (isinstance(classes, list)
