@@ -213,13 +213,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.which == "seed-recipe":
         seeds = tuple(int(s) for s in args.seeds.split(","))
         result = bench.seed_recipe(args.data_root, seeds=seeds, skip_naive=args.skip_naive,
-                                   epochs=2 if args.quick else None)
+                                   epochs=2 if args.quick else None, threads=args.threads)
     elif args.which == "vae":
         result = bench.vae_quality(args.data_root, quick=args.quick, threads=args.threads or 1,
                                    image_dir=None if args.quick else "docs/vae")
     else:
-        raise AelibError(f"Unknown benchmark {args.which!r}.")
-    path = bench.write_result(result, args.out_dir)
+        from . import bench_anomaly
+
+        result = bench_anomaly.run_from_args(args)
+        if args.quick:
+            result["benchmark"] = "anomaly-quick"
+    path = bench.write_result(result, None if args.quick else args.out_dir)
     if path:
         print(f"wrote {path}")
     print(json.dumps(result))
@@ -274,16 +278,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="benchmarks: print figures, end with one JSON line")
-    p.add_argument("which", choices=["seed-recipe", "vae"],
-                   help="seed-recipe: the Keras recipe, aelib vs a plain DataLoader loop, and the fast "
-                        "mode; vae: test MSE and negative ELBO at latent sizes 2-128")
-    p.add_argument("--data-root", default="../shared/data")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--skip-naive", action="store_true")
-    p.add_argument("--quick", action="store_true", help="tiny runs, for smoke tests")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for the trainings")
-    p.add_argument("--out-dir", default="bench/results")
-    p.set_defaults(func=cmd_bench)
+    which = p.add_subparsers(dest="which", required=True)
+    b = which.add_parser("seed-recipe", help="the Keras recipe on Fashion-MNIST: aelib vs a plain "
+                         "DataLoader loop, and aelib's fast mode's time to the recipe's quality")
+    b.add_argument("--seeds", default="0,1,2")
+    b.add_argument("--skip-naive", action="store_true", help="leave out the plain DataLoader loop")
+    b = which.add_parser("vae", help="VAE test MSE and negative ELBO at latent sizes 2-128, with "
+                         "sample and interpolation images in docs/vae/")
+    b = which.add_parser("anomaly", help="one-class anomaly detection: ROC AUC per class and mean, "
+                         "per family and scoring option")
+    from . import bench_anomaly
+
+    bench_anomaly.add_arguments(b)
+    for b in which.choices.values():
+        if "--data-root" not in b._option_string_actions:
+            b.add_argument("--data-root", default="../shared/data")
+        if "--quick" not in b._option_string_actions:
+            b.add_argument("--quick", action="store_true", help="tiny runs, for smoke tests")
+        if "--threads" not in b._option_string_actions:
+            b.add_argument("--threads", type=int, default=None, help="torch threads for the trainings")
+        b.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
+        b.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -17,9 +17,10 @@ from aelib.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("sub", [None, "train", "evaluate", "export", "bench"])
+@pytest.mark.parametrize("sub", [None, "train", "evaluate", "export", "bench", "bench seed-recipe",
+                                 "bench vae", "bench anomaly"])
 def test_help_for_every_subcommand(sub):
-    args = [sys.executable, "-m", "aelib"] + ([sub] if sub else []) + ["--help"]
+    args = [sys.executable, "-m", "aelib"] + (sub.split() if sub else []) + ["--help"]
     out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage: python -m aelib" in out.stdout
