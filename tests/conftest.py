@@ -11,6 +11,10 @@ from aelib.data import ImageDataset, load_splits
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# One torch thread for the suite: the models here are small, and on a 2-core machine with anything
+# else running, two OpenMP threads spin against each other and run 10-60x slower (README "Threads").
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
