@@ -221,9 +221,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from . import bench_anomaly
 
         result = bench_anomaly.run_from_args(args)
-        if args.quick:
-            result["benchmark"] = "anomaly-quick"
-    path = bench.write_result(result, None if args.quick else args.out_dir)
+    if args.which == "anomaly":  # one file per dataset: anomaly-<dataset>[-quick].json
+        path = None if args.quick else bench_anomaly.write_result(result, args.out_dir)
+    else:
+        path = bench.write_result(result, None if args.quick else args.out_dir)
     if path:
         print(f"wrote {path}")
     print(json.dumps(result))

@@ -90,3 +90,13 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert err.startswith("error:") and "Traceback" not in err
     assert main(["evaluate", str(tmp_path / "nothing.safetensors")]) == 2
     assert "No checkpoint" in capsys.readouterr().err
+
+
+def test_bench_anomaly_writes_one_result_file_per_dataset(tmp_path, capsys, monkeypatch):
+    from aelib import bench_anomaly
+
+    fake = {"benchmark": "anomaly", "dataset": "fashion-mnist", "quick": False, "summary": {"ensemble": 0.5}}
+    monkeypatch.setattr(bench_anomaly, "run_from_args", lambda args: dict(fake))
+    assert main(["bench", "anomaly", "--dataset", "fashion-mnist", "--out-dir", str(tmp_path)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["anomaly-fashion-mnist.json"]
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["dataset"] == "fashion-mnist"
