@@ -159,16 +159,19 @@ def image_grid(rows: Sequence[np.ndarray], pad: int = 2, pad_value: float = 1.0)
 # Encoding and decoding
 
 
-def encode_images(model: nn.Module, images_uint8: ImagesLike, batch_size: int = 512) -> torch.Tensor:
-    """Latent codes (VAE mean / AE bottleneck) as a CPU float32 tensor (N, D)."""
+def _map_images(model: nn.Module, images_uint8: ImagesLike, fn, batch_size: int) -> list[torch.Tensor]:
+    """``fn(model, x)`` over batches of images scaled to the model's range; CPU float32 parts."""
     _check_batch_size(batch_size)
     data = _images(model, images_uint8)
     rng = model.config.output_range
-    parts = []
     with _evaluating(model) as device:
-        for s in range(0, len(data), batch_size):
-            x = to_float(data[s:s + batch_size].to(device), rng)
-            parts.append(latent_of(model, x).flatten(1).float().cpu())
+        return [fn(model, to_float(data[s:s + batch_size].to(device), rng)).float().cpu()
+                for s in range(0, len(data), batch_size)]
+
+
+def encode_images(model: nn.Module, images_uint8: ImagesLike, batch_size: int = 512) -> torch.Tensor:
+    """Latent codes (VAE mean / AE bottleneck) as a CPU float32 tensor (N, D)."""
+    parts = _map_images(model, images_uint8, lambda m, x: latent_of(m, x).flatten(1), batch_size)
     return torch.cat(parts) if parts else torch.zeros(0, latent_dim(model))
 
 
@@ -186,13 +189,7 @@ def decode_latents(model: nn.Module, codes: ArrayLike, batch_size: int = 512) ->
 
 def reconstruct_images(model: nn.Module, images_uint8: ImagesLike, batch_size: int = 512) -> torch.Tensor:
     """Deterministic reconstructions (the VAE decodes its mean), CPU float in the model's range."""
-    _check_batch_size(batch_size)
-    data = _images(model, images_uint8)
-    rng = model.config.output_range
-    parts = []
-    with _evaluating(model) as device:
-        for s in range(0, len(data), batch_size):
-            parts.append(reconstruct(model, to_float(data[s:s + batch_size].to(device), rng)).float().cpu())
+    parts = _map_images(model, images_uint8, reconstruct, batch_size)
     return torch.cat(parts) if parts else torch.zeros(0, *model.config.in_shape)
 
 
