@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import mlp_step
 from .data import to_float
 from .errors import ConfigError, TrainingDiverged
 from .models import default_beta, is_vae, kl_divergence
@@ -36,6 +37,9 @@ class TrainConfig:
                 Inputs are corrupted, targets stay clean.
     threads:    torch intra-op threads during the run (None leaves the setting alone).
     target_val_mse: stop as soon as an epoch ends with validation MSE at or below this.
+    engine:     "auto" runs fully connected models on the CPU through :mod:`aelib.mlp_step` (the
+                same gradients without autograd's per-op overhead) where it applies;
+                "autograd" always uses autograd.
     """
 
     epochs: int = 10
@@ -57,6 +61,7 @@ class TrainConfig:
     target_val_mse: float | None = None
     device: str = "auto"            # "auto" (CUDA when available), "cpu", "cuda", "cuda:1"
     amp: bool = False               # bfloat16 autocast of the forward pass (GPU; CPU allowed)
+    engine: str = "auto"            # "auto" | "autograd"
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -77,6 +82,8 @@ class TrainConfig:
             raise ConfigError("noise_level for 'mask' is a fraction of pixels in [0, 1].")
         if self.noise_level < 0:
             raise ConfigError("noise_level must be >= 0.")
+        if self.engine not in ("auto", "autograd"):
+            raise ConfigError(f"engine must be 'auto' or 'autograd', got {self.engine!r}.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -346,6 +353,10 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
                                                     pct_start=cfg.warmup, cycle_momentum=False,
                                                     div_factor=cfg.div_factor,
                                                     final_div_factor=cfg.final_div_factor)
+    mlp = None
+    if cfg.engine == "auto" and mlp_step.supports(model, cfg.loss, device, dist.on, cfg.amp):
+        mlp = mlp_step.MLPStep(model)
+    opt_step = mlp_step.AdamStep(opt) if mlp is not None else opt.step
     history = History()
     result = FitResult(model, history, cfg)
     good_state = copy.deepcopy(model.state_dict())
@@ -360,6 +371,10 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
         cb.on_train_begin(cfg.epochs, steps)
     t0 = time.perf_counter()
     model.train()
+    # Adam's second moments of small gradients fall into float32's denormal range, where x86
+    # arithmetic is ~4x slower: flushing them to zero makes the MNIST recipe's optimiser step 4x
+    # faster and changes no result we measure (same val MSE to 5 digits). Per thread; undone below.
+    flush = device.type == "cpu" and torch.set_flush_denormal(True)
     try:
         for epoch in range(1, cfg.epochs + 1):
             perm = torch.randperm(n, generator=gen).to(device)
@@ -371,8 +386,11 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
                 idx = dist.shard(perm[step * bs:(step + 1) * bs])
                 target = to_float(train_images.index_select(0, idx), out_range)
                 x = corrupt(target, cfg.noise, cfg.noise_level, value_range, noise_gen)
-                with amp:
-                    loss, _ = _loss(net, x, target, cfg, vae)
+                if mlp is not None:
+                    loss = mlp(x, target)  # gradients already in .grad
+                else:
+                    with amp:
+                        loss, _ = _loss(net, x, target, cfg, vae)
                 loss_value = loss.item()
                 if dist.on:  # every rank must agree on divergence, or one would wait forever
                     loss_value, = dist.sum([loss_value], device)
@@ -382,9 +400,10 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
                         f"Training diverged at epoch {epoch}, batch {step + 1}: the loss became "
                         f"{loss_value}. Try a smaller learning rate (now {cfg.lr:g}). The model "
                         f"keeps the weights of epoch {epoch - 1}.")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if mlp is None:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                opt_step()
                 if sched is not None:
                     sched.step()
                 sum_loss += loss_value * len(idx) * dist.world
@@ -417,6 +436,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
                 break
     finally:
         model.eval()
+        if flush:
+            torch.set_flush_denormal(False)  # torch's default
         if cfg.threads:
             torch.set_num_threads(old_threads)
     result.seconds = time.perf_counter() - t0

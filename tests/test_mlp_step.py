@@ -1,0 +1,118 @@
+"""aelib.mlp_step: the autograd-free step for fully connected models computes what autograd does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aelib import mlp_step
+from aelib.models import build, get_config
+from aelib.train import TrainConfig, fit
+
+CPU = torch.device("cpu")
+
+
+def _grads_by_autograd(model, x):
+    model.zero_grad(set_to_none=True)
+    loss = F.mse_loss(model(x), x)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name,in_shape,batch", [
+    ("mnist_keras", None, 48),                   # relu encoder, tanh latent/decoder, sigmoid out
+    ("fcn", (3, 7, 9), 5),                       # odd size, default relu stack
+    ("fcn_symmetric", (1, 28, 28), 1),           # tanh output in [-1, 1], a batch of one
+])
+def test_gradients_equal_autograd_bitwise(name, in_shape, batch):
+    if name == "fcn_symmetric":
+        cfg = get_config("fcn", in_shape=in_shape, output_range="symmetric")
+    else:
+        cfg = get_config(name, in_shape=in_shape)
+    a, b = build(cfg, seed=3), build(cfg, seed=3)
+    lo, hi = cfg.value_range
+    x = torch.rand((batch, *cfg.in_shape), generator=torch.Generator().manual_seed(0)) * (hi - lo) + lo
+    ref_loss, ref_grads = _grads_by_autograd(a, x)
+    loss = mlp_step.MLPStep(b)(x, x)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=0)
+    for (pname, p), g in zip(b.named_parameters(), ref_grads):
+        assert torch.equal(p.grad, g), f"{pname}: max diff {(p.grad - g).abs().max()}"
+
+
+def test_identity_activations_and_denoising_target():
+    cfg = get_config("fcn", in_shape=(1, 6, 6)).replace(encoder_act="identity", decoder_act="identity")
+    a, b = build(cfg, seed=0), build(cfg, seed=0)
+    target = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    noisy = (target + 0.2).clamp(0, 1)
+    loss_ref = F.mse_loss(a(noisy), target)
+    loss_ref.backward()
+    loss = mlp_step.MLPStep(b)(noisy, target)
+    torch.testing.assert_close(loss, loss_ref.detach(), rtol=1e-6, atol=0)
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_supports_only_what_it_computes_exactly():
+    keras = build("mnist_keras")
+    assert mlp_step.supports(keras, "mse", CPU, distributed=False, amp=False)
+    assert not mlp_step.supports(keras, "bce", CPU, distributed=False, amp=False)
+    assert not mlp_step.supports(keras, "mse", CPU, distributed=True, amp=False)
+    assert not mlp_step.supports(keras, "mse", CPU, distributed=False, amp=True)
+    assert not mlp_step.supports(keras, "mse", torch.device("cuda"), distributed=False, amp=False)
+    for family in ("conv", "vae"):
+        assert not mlp_step.supports(build(family, (1, 28, 28)), "mse", CPU, False, False)
+    gelu = build(get_config("fcn", in_shape=(1, 8, 8)).replace(decoder_act="gelu"))
+    assert not mlp_step.supports(gelu, "mse", CPU, False, False)
+    frozen = build("mnist_keras")
+    frozen.encoder[1].weight.requires_grad_(False)
+    assert not mlp_step.supports(frozen, "mse", CPU, False, False)
+    with pytest.raises(ValueError, match="fully connected"):
+        mlp_step.MLPStep(build("conv", (1, 28, 28)))
+
+
+def test_adam_step_equals_torch_adam_with_a_schedule():
+    runs = []
+    for direct in (False, True):
+        model = build("mnist_keras", seed=0)
+        step = mlp_step.MLPStep(model)
+        opt = torch.optim.Adam(model.parameters(), lr=5e-3, betas=(0.9, 0.99), weight_decay=1e-4,
+                               fused=True)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=5e-3, total_steps=30,
+                                                    cycle_momentum=False)
+        do_step = mlp_step.AdamStep(opt) if direct else opt.step
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(30):
+            x = torch.rand(16, 1, 28, 28, generator=gen)
+            step(x, x)
+            do_step()
+            sched.step()
+        runs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(p, q) for p, q in zip(*runs))
+
+
+def test_fit_engines_give_identical_runs(mnist_small):
+    """``engine="auto"`` (the MLP step) and ``"autograd"``: same history, same weights."""
+    train, test = mnist_small
+    out = {}
+    for engine in ("autograd", "auto"):
+        model = build("mnist_keras", seed=0)
+        cfg = TrainConfig(epochs=2, batch_size=64, lr=5e-3, schedule="onecycle", seed=4,
+                          noise="gaussian", noise_level=0.1, engine=engine)
+        res = fit(model, train.images, test.images, cfg)
+        out[engine] = (res.history, [p.detach().clone() for p in model.parameters()])
+    (h1, w1), (h2, w2) = out["autograd"], out["auto"]
+    assert h1.val_mse == h2.val_mse and h1.val_loss == h2.val_loss
+    torch.testing.assert_close(h1.train_loss, h2.train_loss, rtol=1e-6, atol=0)
+    assert all(torch.equal(p, q) for p, q in zip(w1, w2))
+    assert h2.val_mse[-1] < h2.val_mse[0]
+
+
+def test_fit_leaves_denormals_working(mnist_small):
+    train, _ = mnist_small
+    fit(build("mnist_keras", seed=0), train.images[:64], config=TrainConfig(epochs=1, batch_size=32))
+    assert (torch.tensor([1e-38]) * 0.01).item() != 0.0  # flush-to-zero was switched back off
+
+
+def test_engine_is_validated():
+    with pytest.raises(ValueError, match="engine"):
+        TrainConfig(engine="turbo").validate()
