@@ -14,16 +14,19 @@ from .models import build, get_config
 from .train import TrainConfig, fit
 
 # The Keras recipe of REFERENCE.md s.2, and the fast mode that aims at the same validation MSE.
-RECIPE = TrainConfig(epochs=12, batch_size=300, lr=1.5e-3)
+# Keras defaults otherwise, Adam's epsilon included (1e-7; torch's is 1e-8).
+RECIPE = TrainConfig(epochs=12, batch_size=300, lr=1.5e-3, eps=1e-7)
 RECIPE_TARGET_MSE = 0.0137
 
 
 def fast_config(target: float | None = RECIPE_TARGET_MSE) -> TrainConfig:
     """aelib's fast mode for the MNIST recipe model (tuned in bench; see README)."""
-    # Smaller batches learn more per image seen; a short one-cycle (5% warm-up from lr/10, anneal
-    # to lr/10^4) lets the rate be 3x the recipe's. Chosen on seeds 0-3 (all reach 0.0137 in 3 epochs).
-    return TrainConfig(epochs=3, batch_size=48, lr=5e-3, schedule="onecycle", betas=(0.9, 0.99),
-                       warmup=0.05, div_factor=10, final_div_factor=1000, target_val_mse=target)
+    # Smaller batches learn more per image seen; a one-cycle schedule (half the run warming up
+    # from lr/10, then annealing to lr/10^4) lets the peak rate be ~7x the recipe's. Chosen on
+    # seeds 10-14 (all at or below 0.0131 after 3 epochs), so the benchmark's seeds 0-4 are
+    # held out; grids and their results in README "Fast mode".
+    return TrainConfig(epochs=3, batch_size=80, lr=1e-2, schedule="onecycle", betas=(0.9, 0.99),
+                       warmup=0.5, div_factor=10, final_div_factor=1000, target_val_mse=target)
 
 
 def _machine() -> dict:
@@ -83,7 +86,7 @@ def _run_seeds(label: str, cfg: TrainConfig, seeds, train, test, log) -> list[di
     return out
 
 
-def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool = False,
+def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2, 3, 4), skip_naive: bool = False,
                 epochs: int | None = None, threads: int | None = None, log=print) -> dict:
     """The Keras recipe on Fashion-MNIST through aelib vs the naive loop, plus the fast mode."""
     from .data import load_dataset
@@ -103,9 +106,8 @@ def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool 
     if not skip_naive:
         naive = naive_recipe(root, epochs=recipe.epochs, log=log)
 
-    def mean(v):
-        v = [x for x in v if x is not None]
-        return sum(v) / len(v) if v else None
+    def mean(v):  # None when any run missed (a miss must not vanish from an average)
+        return None if not v or any(x is None for x in v) else sum(v) / len(v)
 
     aelib_seconds = mean([r["seconds"] for r in runs])
     out = {
@@ -120,6 +122,7 @@ def seed_recipe(root: str, seeds: tuple[int, ...] = (0, 1, 2), skip_naive: bool 
         "fast_config": fast.to_dict(),
         "fast_time_to_target": mean([r["time_to_target"] for r in fast_runs]),
         "fast_time_to_target_per_seed": [r["time_to_target"] for r in fast_runs],
+        "fast_seeds_reaching_target": sum(r["time_to_target"] is not None for r in fast_runs),
         "fast_val_mse_per_seed": [r["val_mse"][-1] for r in fast_runs],
         "target_val_mse": RECIPE_TARGET_MSE,
         "naive_seconds": naive["seconds"] if naive else None,
