@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check aelib tests bench views streamlit_app.py
+	$(PY) -m ruff check aelib tests bench pages streamlit_app.py
 
 bench: $(STAMP)
 	$(PY) -m aelib bench seed-recipe --data-root ../shared/data

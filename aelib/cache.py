@@ -21,6 +21,8 @@ import io
 import math
 import os
 import re
+import runpy
+import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -934,3 +936,33 @@ def need_models(fr: Frame, what: str = "this page") -> list[ModelChoice]:
                     "in the sidebar, or add checkpoints to the checkpoints folder.")
         st.stop()
     return fr.models
+
+
+# --------------------------------------------------------------------------------------------
+# Routing: every page runs inside streamlit_app.py's frame
+
+_router = threading.local()  # Streamlit runs each session's script in its own thread
+
+
+def run_page(page) -> None:
+    """Run the page ``st.navigation`` picked; the router calls this instead of ``page.run()``."""
+    _router.inside = True
+    try:
+        page.run()
+    finally:
+        _router.inside = False
+
+
+def routed(page_file: str) -> None:
+    """First line of every page: make sure it runs inside the router (sidebar, error handling).
+
+    A top-level ``pages/`` folder makes Streamlit treat the app as a legacy multipage app until
+    some session calls ``st.navigation``: on a fresh server a link straight to ``/training``
+    runs ``pages/training.py`` alone, and so does every AppTest run of a page. Then this runs
+    ``streamlit_app.py`` (whose ``st.navigation`` switches the whole app to the router and runs
+    this page inside the frame) and ends the bare run.
+    """
+    if getattr(_router, "inside", False):
+        return
+    runpy.run_path(str(Path(page_file).resolve().parent.parent / "streamlit_app.py"))
+    st.stop()

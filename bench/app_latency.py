@@ -143,7 +143,7 @@ def _apptest_reruns(data_root: str, vae, conv) -> dict:
         picker = at.sidebar.selectbox(key="aelib.dataset")
         picker.set_value("Fashion-MNIST" if "Fashion-MNIST" in picker.options else "MNIST").run()
         for page, slider in (("latent", "aelib.l_scrub"), ("anomaly", None)):
-            at.switch_page(f"views/{page}.py").run()
+            at.switch_page(f"pages/{page}.py").run()
             at.run()  # warm every cache
             times = []
             for i in range(5):

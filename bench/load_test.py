@@ -81,7 +81,7 @@ def _first_title(path: Path) -> str:
 
 
 def discover_pages(app: Path = ROOT / "streamlit_app.py") -> list[PageSpec]:
-    """Every ``st.Page("views/x.py", title=..., default=...)`` of the router, in its order."""
+    """Every ``st.Page("pages/x.py", title=..., default=...)`` of the router, in its order."""
     specs = []
     for node in ast.walk(ast.parse(app.read_text())):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)

@@ -62,7 +62,7 @@ def _app() -> AppTest:
 
 
 def _goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"views/{page}.py").run()
+    at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

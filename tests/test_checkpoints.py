@@ -152,5 +152,5 @@ def test_process_killed_mid_save_leaves_previous_checkpoint_intact(tmp_path):
 
 def test_no_code_path_calls_torch_load():
     sources = [p.read_text() for p in (REPO / "aelib").rglob("*.py")]
-    sources += [p.read_text() for p in (REPO / "views").glob("*.py")]
+    sources += [p.read_text() for p in (REPO / "pages").glob("*.py")]
     assert not any("torch.load(" in s or "allow_pickle=True" in s for s in sources)

@@ -88,7 +88,7 @@ def _app() -> AppTest:
 
 
 def _goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"views/{page}.py").run()
+    at.switch_page(f"pages/{page}.py").run()
     return at
 
 
@@ -668,7 +668,7 @@ def _cached_functions(path: Path) -> dict[str, dict]:
 
 
 def test_every_shared_cache_is_bounded_and_content_keyed():
-    sources = [ROOT / "streamlit_app.py", *sorted((ROOT / "views").glob("*.py")),
+    sources = [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py")),
                *sorted((ROOT / "aelib").glob("*.py"))]
     caches = {}
     for path in sources:

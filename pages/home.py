@@ -6,6 +6,8 @@ import streamlit as st
 
 from aelib import cache
 
+cache.routed(__file__)
+
 fr = cache.current()
 st.title("aelib · autoencoders you can look inside")
 st.markdown(
@@ -14,13 +16,13 @@ st.markdown(
     "Pick a dataset and models in the sidebar; every page uses them.")
 
 cols = st.columns(4)
-cols[0].page_link("views/training.py", label="Training", icon=":material/model_training:")
+cols[0].page_link("pages/training.py", label="Training", icon=":material/model_training:")
 cols[0].caption("Train in the background, watch the loss, stop, save; latent-size sweeps.")
-cols[1].page_link("views/reconstruction.py", label="Reconstruction", icon=":material/compare:")
+cols[1].page_link("pages/reconstruction.py", label="Reconstruction", icon=":material/compare:")
 cols[1].caption("Originals vs each model, error maps, per-class error, denoising, prediction.csv.")
-cols[2].page_link("views/latent.py", label="Latent space", icon=":material/scatter_plot:")
+cols[2].page_link("pages/latent.py", label="Latent space", icon=":material/scatter_plot:")
 cols[2].caption("Interpolate, sample the prior, traverse one dimension, map the test set.")
-cols[3].page_link("views/anomaly.py", label="Anomaly detection", icon=":material/troubleshoot:")
+cols[3].page_link("pages/anomaly.py", label="Anomaly detection", icon=":material/troubleshoot:")
 cols[3].caption("One-class or uploaded sets: score histograms, ROC/AUC, threshold, galleries.")
 
 st.subheader("Ready to use")

@@ -13,6 +13,8 @@ import torch
 from aelib import cache, explore, export, scoring
 from aelib.errors import AelibError
 
+cache.routed(__file__)
+
 MODES = {"first": "First N", "random": "Random", "class": "By class", "index": "By index"}
 
 cache.remember("aelib.r_", "aelib.gray_r")

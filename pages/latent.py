@@ -10,6 +10,8 @@ import torch
 from aelib import cache, explore
 from aelib.errors import AelibError
 
+cache.routed(__file__)
+
 cache.remember("aelib.l_", "aelib.gray_r")
 fr = cache.current()
 data = cache.need_data(fr)

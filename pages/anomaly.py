@@ -12,6 +12,8 @@ from aelib.errors import AelibError
 from aelib.models import get_config
 from aelib.train import TrainConfig
 
+cache.routed(__file__)
+
 METRICS = {"l2": "L2 norm of the error (reference score)", "mse": "Mean squared error",
            "mae": "Mean absolute error", "elbo": "Negative ELBO (VAE only)"}
 QUICK = dict(epochs=8, images=6000)

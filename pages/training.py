@@ -13,6 +13,8 @@ from aelib.errors import AelibError
 from aelib.models import PRESETS, default_beta, get_config
 from aelib.train import TrainConfig
 
+cache.routed(__file__)
+
 FAMILIES = {"fcn": "Fully connected (fcn)", "conv": "Convolutional (conv)", "vae": "Variational (vae)"}
 SWEEP_SIZES = [4, 8, 16, 32, 48, 64, 128, 256]
 
