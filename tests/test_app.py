@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from aelib import checkpoints
 from aelib.data import load_splits
@@ -22,9 +21,7 @@ from aelib.models import build, get_config
 from aelib.train import TrainConfig, fit
 from aelib.worker import get_manager
 
-APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
-PAGES = ["home", "training", "reconstruction", "latent", "anomaly"]
-TIMEOUT = 60
+from _apptools import PAGES, goto, new_app, set_app_env, stop_all_runs, texts
 
 
 @pytest.fixture(scope="module")
@@ -43,32 +40,9 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def env(monkeypatch, folders):
-    monkeypatch.setenv("AELIB_DATA_ROOT", str(folders["empty"]))
-    monkeypatch.setenv("AELIB_DOWNLOAD", "0")
-    monkeypatch.setenv("AELIB_CHECKPOINT_DIR", str(folders["ckpt"]))
-    for var in ("AELIB_READONLY", "AELIB_ALLOW_LOCAL_PATHS", "AELIB_LOCAL_ROOT"):
-        monkeypatch.delenv(var, raising=False)
+    set_app_env(monkeypatch, folders["empty"], folders["ckpt"])
     yield monkeypatch
-    for run in get_manager().active_runs():
-        get_manager().stop(run)
-    assert get_manager().shutdown(20)
-
-
-def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _texts(elements) -> str:
-    return " ".join(str(e.value) for e in elements)
+    stop_all_runs()
 
 
 def _wait(run, timeout: float = 60) -> None:
@@ -77,7 +51,7 @@ def _wait(run, timeout: float = 60) -> None:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_with_its_key_widgets(env, page):
-    at = _goto(_app(), page)
+    at = goto(new_app(), page)
     assert at.sidebar.selectbox(key="aelib.dataset").value == "MNIST"
     assert len(at.sidebar.multiselect(key="aelib.models").options) == 3
     kinds = ("selectbox", "multiselect", "slider", "radio", "toggle", "number_input", "button")
@@ -99,14 +73,14 @@ def test_page_renders_with_its_key_widgets(env, page):
 @pytest.mark.parametrize("page", PAGES)
 def test_page_says_what_to_do_without_any_model(env, folders, page):
     env.setenv("AELIB_CHECKPOINT_DIR", str(folders["nockpt"]))
-    at = _goto(_app(), page)
-    assert "No model" in _texts(at.sidebar.info)
+    at = goto(new_app(), page)
+    assert "No model" in texts(at.sidebar.info)
     if page not in ("home", "training"):
-        assert "No model" in _texts(at.info) or "train one" in _texts(at.info)
+        assert "No model" in texts(at.info) or "train one" in texts(at.info)
 
 
 def test_reconstruction_options_and_denoising_rows(env):
-    at = _goto(_app(), "reconstruction")
+    at = goto(new_app(), "reconstruction")
     at.sidebar.multiselect(key="aelib.models").set_value(
         [k for k in at.sidebar.multiselect(key="aelib.models").options])
     at.run()
@@ -117,12 +91,12 @@ def test_reconstruction_options_and_denoising_rows(env):
     assert not at.exception and not at.error
     assert "PSNR noisy vs clean" in [m.label for m in at.metric]
     at.text_input(key="aelib.r_indices").set_value("5, 100000").run()
-    assert "out of range" in _texts(at.error)
+    assert "out of range" in texts(at.error)
 
 
 def test_latent_page_interpolates_samples_and_reseeds(env):
-    at = _goto(_app(), "latent")
-    assert "Variational" in _texts(at.caption)  # the default pick per family includes the VAE
+    at = goto(new_app(), "latent")
+    assert "Variational" in texts(at.caption)  # the default pick per family includes the VAE
     at.radio(key="aelib.l_method").set_value("spherical").run()
     at.slider(key="aelib.l_scrub").set_value(0.25).run()
     seed = at.session_state["aelib.l_seed"]
@@ -138,24 +112,24 @@ def test_latent_page_interpolates_samples_and_reseeds(env):
         Image.fromarray(np.full(size, 200, dtype=np.uint8)).save(png, format="PNG")
         at.file_uploader(key="aelib.l_b_up").clear().upload("mine.png", png.getvalue()).run()
         assert not at.exception
-        assert ("mine.png" in _texts(at.markdown)) == ok
+        assert ("mine.png" in texts(at.markdown)) == ok
         assert bool(at.error) != ok
 
 
 def test_anomaly_threshold_and_metric_choices(env):
-    at = _goto(_app(), "anomaly")
+    at = goto(new_app(), "anomaly")
     at.multiselect(key="aelib.a_normals").set_value([1, 7]).run()
     at.selectbox(key="aelib.a_metric").set_value("elbo").run()
     slider = at.slider[0]
     before = [m.value for m in at.metric]
     slider.set_value(float(slider.max) * 0.99).run()
     assert [m.value for m in at.metric] != before
-    assert "ROC AUC" in _texts(at.dataframe) or at.dataframe
+    assert "ROC AUC" in texts(at.dataframe) or at.dataframe
     assert not at.exception and not at.error
 
 
 def test_training_through_the_ui_feeds_the_other_pages(env):
-    at = _goto(_app(), "training")
+    at = goto(new_app(), "training")
     at.number_input(key="aelib.t_subset").set_value(300)
     at.number_input(key="aelib.t_epochs_fcn").set_value(2)
     at.button(key="aelib.t_start").click().run()
@@ -163,19 +137,19 @@ def test_training_through_the_ui_feeds_the_other_pages(env):
     run = next(r for r in reversed(list(at.session_state["aelib.runs"].values())))
     _wait(run)
     assert run.status == "done" and len(run.epochs) == 2
-    _goto(at, "reconstruction")
+    goto(at, "reconstruction")
     picks = at.sidebar.multiselect(key="aelib.models")
     assert f"run:{run.id}" in picks.value  # freshly trained: listed and selected
     assert any(run.name in (c.value or "") for c in at.markdown)
     # Same settings again: the finished run is reused, not retrained.
-    _goto(at, "training")
+    goto(at, "training")
     at.button(key="aelib.t_start").click().run()
-    assert "reusing" in _texts(at.success)
+    assert "reusing" in texts(at.success)
     assert at.session_state["aelib.runs"][run.id] is run
 
 
 def test_stop_from_another_page_keeps_the_model(env):
-    at = _goto(_app(), "training")
+    at = goto(new_app(), "training")
     at.number_input(key="aelib.t_epochs_fcn").set_value(400)
     at.button(key="aelib.t_start").click().run()
     run = list(at.session_state["aelib.runs"].values())[-1]
@@ -183,7 +157,7 @@ def test_stop_from_another_page_keeps_the_model(env):
     while not run.epochs:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    _goto(at, "latent")
+    goto(at, "latent")
     assert run.status == "running"  # switching pages does not interrupt it
     seen = len(run.epochs)
     while len(run.epochs) <= seen:  # ... and it keeps advancing
@@ -199,37 +173,37 @@ def test_stop_from_another_page_keeps_the_model(env):
 
 def test_readonly_hides_saving_and_deleting(env):
     env.setenv("AELIB_READONLY", "1")
-    at = _goto(_app(), "training")
+    at = goto(new_app(), "training")
     keys = {b.key for b in at.button}
     assert "aelib.t_save" not in keys and "aelib.t_del" not in keys
 
 
 def test_uploaded_images_and_checkpoints(env, folders):
-    at = _app()
+    at = new_app()
     at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
-    assert "Upload" in _texts(at.sidebar.info)
+    assert "Upload" in texts(at.sidebar.info)
     at.sidebar.file_uploader(key="aelib.data_upload").upload("bad.npy", b"not an array").run()
     assert at.sidebar.error and not at.exception
     rng = np.random.default_rng(0)
     buf = io.BytesIO()
     np.savez(buf, images=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8), labels=np.arange(40) % 2)
     at.sidebar.file_uploader(key="aelib.data_upload").clear().upload("mine.npz", buf.getvalue()).run()
-    assert not at.sidebar.error and "upload" in _texts(at.sidebar.caption)
+    assert not at.sidebar.error and "upload" in texts(at.sidebar.caption)
     # Checkpoints: a pickle is refused with a sentence; an aelib safetensors file is offered.
     up = at.sidebar.file_uploader(key="aelib.ckpt_upload")
     up.upload("evil.safetensors", pickle.dumps({"a": 1})).run()  # a renamed pickle
-    assert "safetensors" in _texts(at.sidebar.error)
+    assert "safetensors" in texts(at.sidebar.error)
     model = build(get_config("fcn", (1, 28, 28), latent=4), seed=0)
     raw = checkpoints.to_bytes(model, checkpoints.make_metadata(model, name="up"))
     at.sidebar.file_uploader(key="aelib.ckpt_upload").clear().upload("up.safetensors", raw).run()
     assert any("upload" in o for o in at.sidebar.multiselect(key="aelib.models").options)
     for page in ("reconstruction", "anomaly"):
-        _goto(at, page)
+        goto(at, page)
         assert not at.error
 
 
 def test_local_paths_only_when_allowed_and_inside_the_root(env, tmp_path):
-    at = _app()
+    at = new_app()
     assert "Local path" not in at.sidebar.selectbox(key="aelib.dataset").options
     root = tmp_path / "root"
     root.mkdir()
@@ -239,19 +213,19 @@ def test_local_paths_only_when_allowed_and_inside_the_root(env, tmp_path):
     (root / "link.npy").symlink_to(outside)
     env.setenv("AELIB_ALLOW_LOCAL_PATHS", "1")
     env.setenv("AELIB_LOCAL_ROOT", str(root))
-    at = _app()
+    at = new_app()
     at.sidebar.selectbox(key="aelib.dataset").set_value("Local path").run()
     for bad in (str(outside), "../outside.npy", "link.npy"):
         at.sidebar.text_input(key="aelib.local_path").set_value(bad).run()
-        assert "outside the allowed folder" in _texts(at.sidebar.error), bad
+        assert "outside the allowed folder" in texts(at.sidebar.error), bad
     at.sidebar.text_input(key="aelib.local_path").set_value("faces.npy").run()
-    assert not at.sidebar.error and "3x8x8" in _texts(at.sidebar.caption)
+    assert not at.sidebar.error and "3x8x8" in texts(at.sidebar.caption)
     assert not at.exception
 
 
 
 def test_latent_size_sweep_plots_error_against_size(env):
-    at = _goto(_app(), "training")
+    at = goto(new_app(), "training")
     at.number_input(key="aelib.t_subset").set_value(200)
     at.number_input(key="aelib.t_epochs_fcn").set_value(1)
     at.multiselect(key="aelib.t_sweep_sizes").set_value([4, 16])
@@ -269,9 +243,9 @@ def test_latent_size_sweep_plots_error_against_size(env):
 
 
 def test_anomaly_page_trains_a_one_class_model_on_request(env):
-    at = _goto(_app(), "anomaly")
+    at = goto(new_app(), "anomaly")
     at.multiselect(key="aelib.a_normals").set_value([1]).run()
-    assert "No model was trained on these normal classes" in _texts(at.warning)
+    assert "No model was trained on these normal classes" in texts(at.warning)
     at.button(key="aelib.a_train").click().run()
     assert not at.exception
     run = list(at.session_state["aelib.runs"].values())[-1]

@@ -8,12 +8,7 @@ downloaded (`playwright install` is never needed).
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,42 +19,19 @@ from aelib.models import build as build_model
 from aelib.models import get_config
 from aelib.train import TrainConfig, fit
 
+from _apptools import launch_chromium, need_playwright, streamlit_server
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "docs" / "screenshots"
 PAGES = {"overview": "", "training": "training", "reconstruction": "reconstruction", "latent": "latent",
          "anomaly": "anomaly"}
-REQUIRED = os.environ.get("AELIB_REQUIRE_BROWSER", "") == "1"
-
-
-def _need_browser():
-    missing = []
-    if not CHROMIUM.is_file():
-        missing.append(f"{CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing.append("the playwright package (pip install playwright; no `playwright install` needed)")
-        sync_playwright = None
-    if missing:
-        reason = "browser test needs " + " and ".join(missing)
-        if REQUIRED:
-            pytest.fail(reason + " (AELIB_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    return sync_playwright
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    sync_playwright = _need_browser()
+    sync_playwright = need_playwright()
     empty = tmp_path_factory.mktemp("no-data")
     shipped = [p for p, meta in checkpoints.list_checkpoints(checkpoints.default_dir())
                if meta["model"]["in_shape"] == [1, 28, 28]]
@@ -75,36 +47,9 @@ def app_url(tmp_path_factory):
             checkpoints.save(ckpt / f"mnist-{family}-z16.safetensors", model, name=f"mnist-{family}-z16",
                              dataset={"name": "MNIST"}, train_config=tc.to_dict(),
                              history=res.history.to_dict(), metrics={"val_mse": res.history.val_mse[-1]})
-    port = _free_port()
-    env = {**os.environ, "AELIB_DATA_ROOT": str(empty), "AELIB_DOWNLOAD": "0",
-           "AELIB_CHECKPOINT_DIR": str(ckpt), "AELIB_READONLY": "1"}
     log = tmp_path_factory.mktemp("log") / "streamlit.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with streamlit_server(empty, ckpt, log) as url:
         yield url, sync_playwright
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _settle(page, timeout_s: float = 60) -> None:
@@ -140,8 +85,7 @@ def test_every_page_renders_without_exception(app_url):
     SHOTS.mkdir(parents=True, exist_ok=True)
     failures = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM),
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             for name, path in PAGES.items():
@@ -160,8 +104,7 @@ def test_every_page_renders_without_exception(app_url):
 def test_training_from_the_browser_shows_progress_and_finishes(app_url):
     url, sync_playwright = app_url
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM),
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{url}/training")
@@ -184,8 +127,7 @@ def test_training_from_the_browser_shows_progress_and_finishes(app_url):
 def test_closing_the_tab_stops_its_training_within_seconds(app_url):
     url, sync_playwright = app_url
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM),
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch_chromium(p)
         try:
             trainer = browser.new_context().new_page()
             trainer.goto(f"{url}/training")
@@ -213,3 +155,30 @@ def test_closing_the_tab_stops_its_training_within_seconds(app_url):
             assert elapsed < 20, f"the run stopped only after {elapsed:.0f} s"
         finally:
             browser.close()
+
+
+def test_a_link_straight_to_a_page_on_a_fresh_server_gets_the_full_app(tmp_path):
+    """Streamlit runs a top-level pages/ folder as a legacy multipage app until some session calls
+    st.navigation: the first request of a fresh server for /reconstruction must still get the router's
+    navigation and sidebar, not the bare page script."""
+    sync_playwright = need_playwright()
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    with streamlit_server(empty, checkpoints.default_dir(), tmp_path / "streamlit.log") as url:
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{url}/reconstruction")  # the server's very first page request
+                _settle(page)
+                nav = page.locator('[data-testid="stSidebarNav"]').inner_text().splitlines()
+                assert {"Overview", "Anomaly detection", "Latent space"} <= set(nav), nav  # the router's
+                legacy = {"training", "reconstruction", "latent", "anomaly"}  # pages named after files
+                assert not legacy & set(nav), nav
+                sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+                assert "Dataset" in sidebar, sidebar  # the shared frame ran
+                assert page.locator('[data-testid="stException"]').count() == 0
+                title = page.locator('[data-testid="stMain"] h1').first.inner_text()
+                assert title.startswith("Reconstruction"), title
+            finally:
+                browser.close()

@@ -22,8 +22,6 @@ import json
 import os
 import pickle
 import resource
-import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -40,10 +38,19 @@ from aelib import cache, checkpoints
 from aelib.models import build, get_config
 from aelib.worker import get_manager
 
+from _apptools import (
+    PAGES,
+    goto,
+    launch_chromium,
+    need_playwright,
+    new_app,
+    set_app_env,
+    stop_all_runs,
+    streamlit_server,
+    texts,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "streamlit_app.py")
-PAGES = ["home", "training", "reconstruction", "latent", "anomaly"]
-TIMEOUT = 60
 MiB = 2**20
 
 
@@ -62,16 +69,10 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def env(monkeypatch, folders):
-    monkeypatch.setenv("AELIB_DATA_ROOT", str(folders["data"]))
-    monkeypatch.setenv("AELIB_DOWNLOAD", "0")
-    monkeypatch.setenv("AELIB_CHECKPOINT_DIR", str(folders["ckpt"]))
-    for var in ("AELIB_READONLY", "AELIB_ALLOW_LOCAL_PATHS", "AELIB_LOCAL_ROOT"):
-        monkeypatch.delenv(var, raising=False)
+    set_app_env(monkeypatch, folders["data"], folders["ckpt"])
     before = _listing(folders["ckpt"]), _listing(folders["data"])
     yield monkeypatch
-    for run in get_manager().active_runs():
-        get_manager().stop(run)
-    assert get_manager().shutdown(20)
+    stop_all_runs()
     after = _listing(folders["ckpt"]), _listing(folders["data"])
     assert after == before, "a test wrote into the app's folders"
 
@@ -80,20 +81,8 @@ def _listing(folder: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
 
 
-def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def _goto(at: AppTest, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py").run()
-    return at
-
-
-def _texts(elements) -> str:
-    return " ".join(str(e.value) for e in elements)
+    return goto(at, page, check=False)  # these tests look at the errors themselves
 
 
 def _one_clear_error(at: AppTest, *names: str) -> str:
@@ -116,7 +105,7 @@ def _still_works(at: AppTest, message: str | None = None) -> None:
     at.sidebar.selectbox(key="aelib.dataset").set_value("MNIST").run()
     _goto(at, "training")
     assert not at.exception, [e.value for e in at.exception]
-    assert [str(e.value) for e in at.error] in ([], [message]), _texts(at.error)
+    assert [str(e.value) for e in at.error] in ([], [message]), texts(at.error)
     assert [t.value for t in at.title] == ["Training"]
 
 
@@ -258,17 +247,17 @@ def _npz_of(arr: np.ndarray) -> bytes:
 @pytest.mark.parametrize("case", list(BAD_DATA))
 def test_bad_image_upload_gives_one_sentence_and_the_app_keeps_working(env, case):
     name, make, words = BAD_DATA[case]
-    at = _upload_data(_app(), name, make())
+    at = _upload_data(new_app(), name, make())
     msg = _one_clear_error(at, *([] if case == "zip-bad-png" else [name]))  # that one names the member
     assert words.lower() in msg.lower(), msg
-    assert "upload" not in _texts(at.sidebar.caption)  # nothing was accepted
+    assert "upload" not in texts(at.sidebar.caption)  # nothing was accepted
     _still_works(at)
 
 
 def test_pickled_npy_is_refused_without_unpickling(env, tmp_path, never_torch_load):
     marker = tmp_path / "pwned"
     raw = _pickled_npy(marker)
-    at = _upload_data(_app(), "evil.npy", raw)
+    at = _upload_data(new_app(), "evil.npy", raw)
     _one_clear_error(at, "evil.npy")
     assert not marker.exists(), "the upload was unpickled"
     _still_works(at)
@@ -283,9 +272,9 @@ def test_nested_zip_and_edge_images_are_accepted(env):
                              ("tiny.npy", _npy(np.zeros((1, 2, 2), np.uint8)), "1x2x2"),
                              ("bool.npy", _npy(np.ones((25, 9, 9), bool)), "1x9x9"),
                              ("unit.npy", _npy(np.random.default_rng(0).random((25, 3, 8, 8))), "3x8x8")):
-        at = _upload_data(_app(), name, raw)
-        assert not at.exception and not at.error, (name, _texts(at.error))
-        assert shape in _texts(at.sidebar.caption), (name, _texts(at.sidebar.caption))
+        at = _upload_data(new_app(), name, raw)
+        assert not at.exception and not at.error, (name, texts(at.error))
+        assert shape in texts(at.sidebar.caption), (name, texts(at.sidebar.caption))
         for page in PAGES:
             _goto(at, page)
             assert not at.exception, (name, page, [e.value for e in at.exception])
@@ -294,7 +283,7 @@ def test_nested_zip_and_edge_images_are_accepted(env):
 def test_page_uploaders_refuse_bad_files_too(env, tmp_path):
     """The anomaly page's three uploaders and the latent page's image uploader use the same checks."""
     marker = tmp_path / "pwned"
-    at = _goto(_app(), "anomaly")
+    at = _goto(new_app(), "anomaly")
     at.radio(key="aelib.a_mode").set_value("upload").run()
     at.file_uploader(key="aelib.a_up_test").upload("test.npy", _pickled_npy(marker)).run()
     _one_clear_error(at, "test.npy")
@@ -302,7 +291,7 @@ def test_page_uploaders_refuse_bad_files_too(env, tmp_path):
     _one_clear_error(at, "test.zip")
     good = _npy(_rng_u8((30, 28, 28)))
     at.file_uploader(key="aelib.a_up_test").clear().upload("test.npy", good).run()
-    assert not at.exception and not at.error, _texts(at.error)
+    assert not at.exception and not at.error, texts(at.error)
     at.file_uploader(key="aelib.a_up_labels").upload("labels.npy", _pickled_npy(marker)).run()
     _one_clear_error(at, "labels.npy")
     at.file_uploader(key="aelib.a_up_labels").clear().upload("labels.csv", b"label\n0\n1\n").run()
@@ -324,7 +313,7 @@ def test_npz_with_a_huge_labels_member_is_refused_before_decoding(env):
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("images.npy", _npy(_rng_u8((30, 28, 28))))
         zf.writestr("labels.npy", _npy_header_only((2**40,), np.int64) + bytes(64))  # declares 8 TiB
-    at = _app()
+    at = new_app()
     with _address_space_ceiling():
         _upload_data(at, "labelled.npz", buf.getvalue())
     assert not at.exception, [e.value for e in at.exception]
@@ -333,7 +322,7 @@ def test_npz_with_a_huge_labels_member_is_refused_before_decoding(env):
 
 
 def test_labels_npy_declaring_a_huge_array_is_refused_before_decoding(env):
-    at = _goto(_app(), "anomaly")
+    at = _goto(new_app(), "anomaly")
     at.radio(key="aelib.a_mode").set_value("upload").run()
     at.file_uploader(key="aelib.a_up_test").upload("test.npy", _npy(_rng_u8((30, 28, 28)))).run()
     with _address_space_ceiling():
@@ -362,7 +351,7 @@ def test_upload_limit_is_deliberate_and_every_uploader_announces_it(env):
     assert limit_mb == 200
     assert checkpoints.MAX_CHECKPOINT_BYTES == limit_mb * MiB  # a checkpoint that fits the upload loads
     seen = {}
-    at = _app()
+    at = new_app()
     at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
     seen.update({u.key: u.proto.max_upload_size_mb for u in at.get("file_uploader")})
     at.sidebar.selectbox(key="aelib.dataset").set_value("MNIST").run()
@@ -383,17 +372,17 @@ def test_uploaders_take_only_their_file_types(env, tmp_path, never_torch_load):
     """The browser's file dialog offers only these suffixes; a client that sends another anyway is
     stopped by Streamlit's own check before the app sees the file (AppTest shows that refusal as an
     exception element: it is Streamlit's, raised before any aelib code runs)."""
-    at = _app()
+    at = new_app()
     at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
     types = {u.key: sorted(u.proto.type) for u in at.get("file_uploader")}
     assert types == {"aelib.data_upload": [".jpeg", ".jpg", ".npy", ".npz", ".png", ".zip"],
                      "aelib.ckpt_upload": [".safetensors"]}, types
     marker = tmp_path / "pwned"
     for name in ("evil.pt", "evil.pth", "evil.pkl"):
-        at = _upload_ckpt(_app(), name, _torch_pickle(marker))
-        assert "Invalid file extension" in _texts(at.exception), name
-    at = _upload_data(_app(), "evil.pkl", _pickled_npy(marker))
-    assert "Invalid file extension" in _texts(at.exception)
+        at = _upload_ckpt(new_app(), name, _torch_pickle(marker))
+        assert "Invalid file extension" in texts(at.exception), name
+    at = _upload_data(new_app(), "evil.pkl", _pickled_npy(marker))
+    assert "Invalid file extension" in texts(at.exception)
     assert not marker.exists()
 
 
@@ -438,7 +427,7 @@ def test_pickled_checkpoint_is_refused_without_unpickling(env, tmp_path, never_t
     marker = tmp_path / "pwned"
     raw = _torch_pickle(marker) if kind == "torch.save" else pickle.dumps(_Mkdir(marker),
                                                                           protocol=int(kind[-1]))
-    at = _upload_ckpt(_app(), "evil.safetensors", raw)
+    at = _upload_ckpt(new_app(), "evil.safetensors", raw)
     msg = _one_clear_error(at, "evil.safetensors")
     assert "safetensors" in msg
     assert not marker.exists(), "the checkpoint was unpickled"
@@ -466,7 +455,7 @@ def _nan_ckpt() -> bytes:
 @pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
 def test_checkpoint_with_mismatched_metadata_gives_one_sentence(env, never_torch_load, case):
     words = BAD_CHECKPOINTS[case]
-    at = _upload_ckpt(_app(), f"{case}.safetensors", _bad_ckpt_bytes(case))
+    at = _upload_ckpt(new_app(), f"{case}.safetensors", _bad_ckpt_bytes(case))
     msg = _one_clear_error(at, f"{case}.safetensors")
     assert words.lower() in msg.lower(), msg
     _no_upload_offered(at)
@@ -502,7 +491,7 @@ WRONG_TYPES = {"dataset-string": {"dataset": "MNIST"}, "train-list": {"train": [
 
 @pytest.mark.parametrize("case", list(WRONG_TYPES))
 def test_checkpoint_metadata_of_the_wrong_type_gives_one_sentence(env, case):
-    at = _upload_ckpt(_app(), "odd.safetensors", _ckpt(**WRONG_TYPES[case]))
+    at = _upload_ckpt(new_app(), "odd.safetensors", _ckpt(**WRONG_TYPES[case]))
     _still_works(at, _one_clear_error(at, "odd.safetensors"))
 
 
@@ -523,7 +512,7 @@ def test_metadata_accessors_treat_malformed_sections_as_missing(sections):
 
 def test_checkpoint_declaring_a_giant_model_is_refused_before_allocating(env):
     raw = _ckpt(model=_with_model(in_shape=[3, 1024, 1024], hidden=[100_000]))
-    at = _app()
+    at = new_app()
     with _address_space_ceiling():
         _upload_ckpt(at, "giant.safetensors", raw)
     _still_works(at, _one_clear_error(at, "giant.safetensors"))
@@ -558,7 +547,7 @@ def test_no_page_offers_a_server_path_by_default(env):
     for setting in (None, "0"):
         if setting is not None:
             env.setenv("AELIB_ALLOW_LOCAL_PATHS", setting)
-        at = _app()
+        at = new_app()
         assert cache.LOCAL not in at.sidebar.selectbox(key="aelib.dataset").options
         at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
         for page in PAGES:
@@ -591,27 +580,27 @@ def _type_path(at: AppTest, text: str) -> AppTest:
 
 
 def test_local_paths_outside_the_root_are_refused(local_root):
-    at = _app()
+    at = new_app()
     at.sidebar.selectbox(key="aelib.dataset").set_value(cache.LOCAL).run()
     outside = local_root["outside"]
     for bad in ("../../etc/passwd", "/etc/passwd", str(outside / "secret.npy"), "../outside/secret.npy",
                 "link.npy", "linkdir/secret.npy", "linkdir", "imgs/../../outside", "~"):
         msg = _one_clear_error(_type_path(at, bad))
         assert "outside the allowed folder" in msg, (bad, msg)
-        assert "local path" not in _texts(at.sidebar.caption), bad
+        assert "local path" not in texts(at.sidebar.caption), bad
     msg = _one_clear_error(_type_path(at, "missing.npy"))
     assert "No file or folder" in msg
     _type_path(at, "faces.npy")
-    assert not at.exception and not at.error, _texts(at.error)
-    assert "3x8x8" in _texts(at.sidebar.caption)
+    assert not at.exception and not at.error, texts(at.error)
+    assert "3x8x8" in texts(at.sidebar.caption)
     _type_path(at, "imgs")
-    assert not at.error and "1x8x8" in _texts(at.sidebar.caption)
+    assert not at.error and "1x8x8" in texts(at.sidebar.caption)
     _still_works(at)
 
 
 def test_an_image_symlink_inside_an_allowed_folder_cannot_reach_out(local_root):
     (local_root["root"] / "imgs" / "zz-link.png").symlink_to(local_root["outside"] / "secret.png")
-    at = _app()
+    at = new_app()
     at.sidebar.selectbox(key="aelib.dataset").set_value(cache.LOCAL).run()
     msg = _one_clear_error(_type_path(at, "imgs"))
     assert "outside the allowed folder" in msg
@@ -622,7 +611,7 @@ def test_an_image_symlink_inside_an_allowed_folder_cannot_reach_out(local_root):
 
 
 def test_one_sessions_uploads_and_models_are_invisible_to_another(env):
-    a, b = _app(), _app()
+    a, b = new_app(), new_app()
     model = _fcn(latent=3)
     _upload_ckpt(a, "mine.safetensors", checkpoints.to_bytes(model, checkpoints.make_metadata(model)))
     assert any("mine.safetensors" in o for o in a.sidebar.multiselect(key="aelib.models").options)
@@ -635,7 +624,7 @@ def test_one_sessions_uploads_and_models_are_invisible_to_another(env):
     a.run()
     assert f"run:{run.id}" in a.sidebar.multiselect(key="aelib.models").value
     _upload_data(a, "private.npy", _npy(_rng_u8((25, 28, 28))))
-    assert "private.npy" in _texts(a.sidebar.caption)
+    assert "private.npy" in texts(a.sidebar.caption)
 
     for page in PAGES:
         _goto(b, page)
@@ -645,11 +634,11 @@ def test_one_sessions_uploads_and_models_are_invisible_to_another(env):
             options
         assert f"run:{run.id}" not in b.sidebar.multiselect(key="aelib.models").value
         assert b.sidebar.selectbox(key="aelib.dataset").value == "MNIST"
-        assert "private.npy" not in _texts(b.sidebar.caption)
+        assert "private.npy" not in texts(b.sidebar.caption)
     for key in ("aelib.runs", "aelib.uploads", "aelib.model_uploads", "aelib.upload_test"):
         assert key not in b.session_state or not b.session_state[key], key
     _goto(b, "training")
-    assert "Runs you start appear here" in _texts(b.caption)
+    assert "Runs you start appear here" in texts(b.caption)
 
 
 def _cached_functions(path: Path) -> dict[str, dict]:
@@ -697,7 +686,7 @@ def _train_threads() -> list[threading.Thread]:
 
 def test_a_cancelled_sessions_run_leaves_nothing_half_done(env, folders):
     before = _listing(folders["ckpt"])
-    at = _goto(_app(), "training")
+    at = _goto(new_app(), "training")
     at.number_input(key="aelib.t_subset").set_value(500)
     at.number_input(key="aelib.t_epochs_fcn").set_value(400)
     at.button(key="aelib.t_start").click().run()
@@ -737,31 +726,17 @@ def test_a_cancelled_sessions_run_leaves_nothing_half_done(env, folders):
 # The upload limit in a real browser (the only place it is enforced: the browser and the server)
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]  # only 127.0.0.1 is reachable
-
-
 @pytest.mark.browser
 def test_a_file_over_the_upload_limit_is_refused_in_the_browser(tmp_path, folders):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if sync_playwright is None or not CHROMIUM.is_file():
-        reason = f"needs the playwright package and {CHROMIUM}"
-        if os.environ.get("AELIB_REQUIRE_BROWSER", "") == "1":
-            pytest.fail(reason + " (AELIB_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
+    sync_playwright = need_playwright()
     limit_mb = _configured_upload_limit_mb()
     big = tmp_path / "big.npy"
     with open(big, "wb") as fh:  # sparse: costs no disk
         fh.write(_npy_header_only((limit_mb * MiB // 784 + 10, 28, 28)))
         fh.truncate(limit_mb * MiB + MiB)
-    server, url = _start_server(tmp_path, folders)
-    try:
+    with streamlit_server(folders["data"], folders["ckpt"], tmp_path / "streamlit.log") as url:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+            browser = launch_chromium(p)
             try:
                 page = browser.new_page()
                 page.goto(url)
@@ -782,41 +757,6 @@ def test_a_file_over_the_upload_limit_is_refused_in_the_browser(tmp_path, folder
                 assert page.locator('[data-testid="stException"]').count() == 0
             finally:
                 browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
-def _start_server(tmp_path: Path, folders) -> tuple[subprocess.Popen, str]:
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "AELIB_DATA_ROOT": str(folders["data"]), "AELIB_DOWNLOAD": "0",
-           "AELIB_CHECKPOINT_DIR": str(folders["ckpt"]), "AELIB_READONLY": "1"}
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 - the server's lifetime
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
-                             str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-        time.sleep(0.3)
 
 
 def test_json_sidecar_is_not_needed_for_uploads(env):
@@ -825,7 +765,7 @@ def test_json_sidecar_is_not_needed_for_uploads(env):
     raw = checkpoints.to_bytes(model, checkpoints.make_metadata(model, name="solo"))
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
     assert json.loads(header["__metadata__"][checkpoints.META_KEY])["format"] == checkpoints.FORMAT
-    at = _upload_ckpt(_app(), "solo.safetensors", raw)
+    at = _upload_ckpt(new_app(), "solo.safetensors", raw)
     assert not at.exception and not at.error
     assert any("solo.safetensors" in o for o in at.sidebar.multiselect(key="aelib.models").options)
 
@@ -835,7 +775,7 @@ def test_json_sidecar_is_not_needed_for_uploads(env):
 
 
 def test_model_picks_survive_a_dataset_without_compatible_models(env):
-    at = _app()
+    at = new_app()
     model = _fcn(latent=3)
     _upload_ckpt(at, "mine.safetensors", checkpoints.to_bytes(model, checkpoints.make_metadata(model)))
     box = at.sidebar.multiselect(key="aelib.models")
@@ -843,15 +783,15 @@ def test_model_picks_survive_a_dataset_without_compatible_models(env):
     picked = list(at.sidebar.multiselect(key="aelib.models").value)
     assert len(picked) == 1
     _upload_data(at, "tiny.npy", _npy(np.zeros((3, 5, 5), np.uint8)))  # no model takes 1x5x5
-    assert not at.exception and "No model for 1x5x5" in _texts(at.sidebar.info)
+    assert not at.exception and "No model for 1x5x5" in texts(at.sidebar.info)
     at.sidebar.selectbox(key="aelib.dataset").set_value("MNIST").run()
     assert list(at.sidebar.multiselect(key="aelib.models").value) == picked
 
 
 def test_latent_map_of_a_one_image_dataset_is_an_info_not_an_error(env):
-    at = _upload_data(_app(), "one.npy", _npy(np.full((1, 8, 8), 7, np.uint8)))
+    at = _upload_data(new_app(), "one.npy", _npy(np.full((1, 8, 8), 7, np.uint8)))
     model = build(get_config("fcn", (1, 8, 8), latent=2), seed=0)
     _upload_ckpt(at, "small.safetensors", checkpoints.to_bytes(model, checkpoints.make_metadata(model)))
     _goto(at, "latent")
-    assert not at.exception and not at.error, _texts(at.error)
-    assert "at least 2 test images" in _texts(at.info), _texts(at.info)
+    assert not at.exception and not at.error, texts(at.error)
+    assert "at least 2 test images" in texts(at.info), texts(at.info)
