@@ -9,13 +9,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from aelib import cache, checkpoints, explore
+from aelib.bench import fast_config
 from aelib.errors import AelibError
 from aelib.models import PRESETS, default_beta, get_config
-from aelib.train import TrainConfig
+from aelib.train import ONE_CYCLE, TrainConfig
 
 cache.routed(__file__)
 
 FAMILIES = {"fcn": "Fully connected (fcn)", "conv": "Convolutional (conv)", "vae": "Variational (vae)"}
+SCHEDULES = {"constant": "Constant (as Keras)", "onecycle": "One-cycle (warm up, then anneal)"}
+FAST = fast_config(target=None)
 SWEEP_SIZES = [4, 8, 16, 32, 48, 64, 128, 256]
 
 cache.remember("aelib.t_")
@@ -37,6 +40,12 @@ with setup:
                         format_func=lambda k: FAMILIES.get(k, f"Preset {k} (reference layout)"))
     base = get_config(arch, in_shape=data.shape)
     recipe = arch == "mnist_keras"
+    fast = recipe and st.toggle(
+        "Fast mode", cache.kept("aelib.t_fast", False), key="aelib.t_fast",
+        help=f"aelib's fast mode for this recipe: batch {FAST.batch_size}, one-cycle peaking at "
+             f"{FAST.lr:g}, {FAST.epochs} epochs. On Fashion-MNIST it reaches the recipe's validation "
+             "MSE (0.0137) in about a third of the recipe's time (README, 'Measured results').")
+    mode = "_fast" if fast else ""  # fast mode shows its own values, fixed
     c1, c2 = st.columns(2)
     if base.latent is None:
         c1.text_input("Latent size", f"feature map {base.hidden[-1]}x..", disabled=True)
@@ -44,14 +53,24 @@ with setup:
     else:
         k = f"aelib.t_latent_{arch}"
         latent = int(c1.number_input("Latent size", 1, 4096, cache.kept(k, base.latent), key=k))
-    k = f"aelib.t_epochs_{arch}"
-    epochs = int(c2.number_input("Epochs", 1, 500, cache.kept(k, 12 if recipe else 10), key=k))
+    k = f"aelib.t_epochs_{arch}{mode}"
+    epochs = int(c2.number_input("Epochs", 1, 500, key=k, disabled=fast,
+                                 value=cache.kept(k, FAST.epochs if fast else 12 if recipe else 10)))
     c1, c2 = st.columns(2)
-    k = f"aelib.t_batch_{arch}"
-    batch = int(c1.number_input("Batch size", 1, 4096, cache.kept(k, 300 if recipe else 128), key=k))
-    lr = float(c2.number_input("Learning rate", 1e-6, 1.0, format="%.5f",
-                               value=cache.kept(f"aelib.t_lr_{arch}", 0.0015 if recipe else 1e-3),
-                               key=f"aelib.t_lr_{arch}"))
+    k = f"aelib.t_batch_{arch}{mode}"
+    batch = int(c1.number_input("Batch size", 1, 4096,
+                                cache.kept(k, FAST.batch_size if fast else 300 if recipe else 128),
+                                key=k, disabled=fast))
+    k = f"aelib.t_lr_{arch}{mode}"
+    lr = float(c2.number_input("Learning rate", 1e-6, 1.0, format="%.5f", key=k, disabled=fast,
+                               value=cache.kept(k, FAST.lr if fast else 0.0015 if recipe else 1e-3)))
+    k = f"aelib.t_schedule_{arch}{mode}"
+    schedule = st.selectbox(
+        "Learning-rate schedule", list(SCHEDULES), format_func=SCHEDULES.get, key=k, disabled=fast,
+        index=list(SCHEDULES).index(cache.kept(k, "onecycle" if fast else "constant",
+                                               options=list(SCHEDULES))),
+        help="One-cycle: the rate warms up from lr/10 over the first half of the steps, then anneals "
+             "to lr/10^4 (Learning rate sets the peak). It usually reaches a given loss in fewer epochs.")
     c1, c2 = st.columns(2)
     seed = int(c1.number_input("Seed", 0, 2**31 - 1, cache.kept("aelib.t_seed", 0), key="aelib.t_seed"))
     beta = c2.number_input("Beta (KL weight)", 0.0, 100.0, cache.kept("aelib.t_beta", None), step=0.1,
@@ -81,7 +100,8 @@ with setup:
     name = st.text_input("Run name", default_name, key=f"aelib.t_name_{default_name}")
     tc = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, seed=seed,
                      beta=None if beta is None else float(beta),
-                     noise=None if noise == "off" else noise, noise_level=level if noise != "off" else 0.0)
+                     noise=None if noise == "off" else noise, noise_level=level if noise != "off" else 0.0,
+                     **(ONE_CYCLE if schedule == "onecycle" else {}))
     busy = cache.active_run() is not None
     if st.button("Queue run" if busy else "Start training", type="primary", key="aelib.t_start",
                  icon=":material/play_arrow:"):

@@ -148,6 +148,36 @@ def test_training_through_the_ui_feeds_the_other_pages(env):
     assert at.session_state["aelib.runs"][run.id] is run
 
 
+def test_fast_mode_and_one_cycle_schedule_reach_the_run(env):
+    at = goto(new_app(), "training")
+    at.selectbox(key="aelib.t_model").set_value("mnist_keras").run()
+    assert at.number_input(key="aelib.t_epochs_mnist_keras").value == 12  # the Keras recipe
+    assert at.selectbox(key="aelib.t_schedule_mnist_keras").value == "constant"
+    at.toggle(key="aelib.t_fast").set_value(True).run()
+    shown = {k: at.number_input(key=f"aelib.t_{k}_mnist_keras_fast") for k in ("epochs", "batch", "lr")}
+    assert [w.value for w in shown.values()] == [3, 80, 0.01] and all(w.disabled for w in shown.values())
+    assert at.selectbox(key="aelib.t_schedule_mnist_keras_fast").value == "onecycle"
+    at.number_input(key="aelib.t_subset").set_value(400)
+    at.button(key="aelib.t_start").click().run()
+    assert not at.exception
+    run = list(at.session_state["aelib.runs"].values())[-1]
+    _wait(run)
+    tc = run.train_config
+    assert (tc.epochs, tc.batch_size, tc.lr, tc.schedule, tc.warmup, tc.betas) == \
+        (3, 80, 0.01, "onecycle", 0.5, (0.9, 0.99))
+    assert run.status == "done" and run.history().lr[-1] < 1e-4  # annealed at the end of the cycle
+
+    # Any model can pick the one-cycle schedule; its learning rate is the peak.
+    at.selectbox(key="aelib.t_model").set_value("fcn").run()
+    at.number_input(key="aelib.t_epochs_fcn").set_value(2)
+    at.selectbox(key="aelib.t_schedule_fcn").set_value("onecycle")
+    at.button(key="aelib.t_start").click().run()
+    run = list(at.session_state["aelib.runs"].values())[-1]
+    _wait(run)
+    assert run.train_config.schedule == "onecycle" and run.train_config.lr == 1e-3
+    assert max(run.history().lr) <= 1e-3 and run.history().lr[-1] < 1e-6
+
+
 def test_stop_from_another_page_keeps_the_model(env):
     at = goto(new_app(), "training")
     at.number_input(key="aelib.t_epochs_fcn").set_value(400)
