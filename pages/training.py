@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from aelib import cache, checkpoints, explore
 from aelib.bench import fast_config
 from aelib.errors import AelibError
 from aelib.models import PRESETS, default_beta, get_config
-from aelib.train import ONE_CYCLE, TrainConfig
+from aelib.train import TrainConfig
 
 cache.routed(__file__)
 
@@ -69,8 +70,9 @@ with setup:
         "Learning-rate schedule", list(SCHEDULES), format_func=SCHEDULES.get, key=k, disabled=fast,
         index=list(SCHEDULES).index(cache.kept(k, "onecycle" if fast else "constant",
                                                options=list(SCHEDULES))),
-        help="One-cycle: the rate warms up from lr/10 over the first half of the steps, then anneals "
-             "to lr/10^4 (Learning rate sets the peak). It usually reaches a given loss in fewer epochs.")
+        help="One-cycle: the rate warms up from lr/25 over the first quarter of the steps, then "
+             "anneals to ~0 (Learning rate sets the peak); it usually reaches a given loss in fewer "
+             "epochs. Same as the CLI's `--schedule onecycle`.")
     c1, c2 = st.columns(2)
     seed = int(c1.number_input("Seed", 0, 2**31 - 1, cache.kept("aelib.t_seed", 0), key="aelib.t_seed"))
     beta = c2.number_input("Beta (KL weight)", 0.0, 100.0, cache.kept("aelib.t_beta", None), step=0.1,
@@ -101,7 +103,9 @@ with setup:
     tc = TrainConfig(epochs=epochs, batch_size=batch, lr=lr, seed=seed,
                      beta=None if beta is None else float(beta),
                      noise=None if noise == "off" else noise, noise_level=level if noise != "off" else 0.0,
-                     **(ONE_CYCLE if schedule == "onecycle" else {}))
+                     schedule=schedule)
+    if fast:  # the whole fast-mode config: its one-cycle shape too (half warm-up, beta2 0.99)
+        tc = dataclasses.replace(FAST, seed=seed, noise=tc.noise, noise_level=tc.noise_level)
     busy = cache.active_run() is not None
     if st.button("Queue run" if busy else "Start training", type="primary", key="aelib.t_start",
                  icon=":material/play_arrow:"):

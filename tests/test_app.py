@@ -174,7 +174,8 @@ def test_fast_mode_and_one_cycle_schedule_reach_the_run(env):
     at.button(key="aelib.t_start").click().run()
     run = list(at.session_state["aelib.runs"].values())[-1]
     _wait(run)
-    assert run.train_config.schedule == "onecycle" and run.train_config.lr == 1e-3
+    tc = run.train_config
+    assert (tc.schedule, tc.lr, tc.warmup, tc.betas) == ("onecycle", 1e-3, 0.25, (0.9, 0.999))  # = CLI
     assert max(run.history().lr) <= 1e-3 and run.history().lr[-1] < 1e-6
 
 

@@ -70,6 +70,23 @@ def test_train_evaluate_export_on_a_user_array(tmp_path, capsys):
     assert df.filter(like="orig_px").min().min() >= -1 and df.filter(like="orig_px").max().max() <= 1
 
 
+def test_fast_mode_trains_the_recipe_with_its_schedule(tmp_path, capsys):
+    x = _blobs(300, 0)[:, :14, :14, 0]  # 300 grey 14x14 images
+    npy = tmp_path / "grey.npy"
+    np.save(npy, x)
+    out = tmp_path / "fast.safetensors"
+    assert main(["train", "--dataset", str(npy), "--model", "mnist_keras", "--fast", "--epochs", "50",
+                 "--seed", "3", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("epoch ") == 3 and "tuned for" not in printed
+    tc = checkpoints.load(out).meta["train"]
+    assert (tc["epochs"], tc["batch_size"], tc["lr"], tc["schedule"], tc["warmup"], tc["seed"]) == \
+        (3, 80, 0.01, "onecycle", 0.5, 3)
+    assert main(["train", "--dataset", str(npy), "--model", "fcn", "--fast", "--quiet",
+                 "--out", str(tmp_path / "other.safetensors")]) == 0
+    assert "tuned for --model mnist_keras" in capsys.readouterr().out
+
+
 def test_one_class_train_and_auc_evaluate(tmp_path, data_root, capsys):
     out = tmp_path / "oc.safetensors"
     assert main(["train", "--dataset", "mnist", "--data-root", str(data_root), "--no-download",
