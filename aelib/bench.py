@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,6 +27,16 @@ def fast_config(target: float | None = RECIPE_TARGET_MSE) -> TrainConfig:
     # seeds 10-14 (all at or below 0.0131 after 3 epochs), so the benchmark's seeds 0-4 are
     # held out; grids and their results in README "Fast mode".
     return TrainConfig(epochs=3, batch_size=80, lr=1e-2, target_val_mse=target, **ONE_CYCLE)
+
+
+# What the fast mode sets; data, seed, loss, noise, threads and device stay the caller's.
+FAST_FIELDS = ("epochs", "batch_size", "lr", "schedule", "warmup", "div_factor", "final_div_factor", "betas")
+
+
+def with_fast_mode(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the fast mode's schedule (the CLI's ``--fast``, the Training page's toggle)."""
+    fast = fast_config(target=None)
+    return replace(cfg, **{k: getattr(fast, k) for k in FAST_FIELDS})
 
 
 def _machine() -> dict:

@@ -6,7 +6,6 @@ The same functions the dashboard calls, with printing callbacks instead of Strea
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -112,9 +111,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
-FAST_FIELDS = ("epochs", "batch_size", "lr", "schedule", "warmup", "div_factor", "final_div_factor", "betas")
-
-
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     from .models import build, count_parameters, get_config
     from .train import PrintCallback, TrainConfig, fit
@@ -129,10 +125,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
                        noise_level=args.noise_level, threads=args.threads, device=device,
                        amp=args.amp)
     if args.fast:  # the whole fast-mode schedule; data, seed, loss, noise and device stay the user's
-        from .bench import fast_config
+        from .bench import with_fast_mode
 
-        fast = fast_config(target=None)
-        tcfg = dataclasses.replace(tcfg, **{k: getattr(fast, k) for k in FAST_FIELDS})
+        tcfg = with_fast_mode(tcfg)
         if cfg.preset != "mnist_keras":
             log("note: --fast was tuned for --model mnist_keras (the Keras recipe)", flush=True)
     where = f" on {world} processes ({tcfg.batch_size // world} images each per step)" if world > 1 else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from aelib import cache, checkpoints, explore
-from aelib.bench import fast_config
+from aelib.bench import RECIPE, fast_config, with_fast_mode
 from aelib.errors import AelibError
 from aelib.models import PRESETS, default_beta, get_config
 from aelib.train import TrainConfig
@@ -55,21 +54,19 @@ with setup:
         k = f"aelib.t_latent_{arch}"
         latent = int(c1.number_input("Latent size", 1, 4096, cache.kept(k, base.latent), key=k))
     k = f"aelib.t_epochs_{arch}{mode}"
-    epochs = int(c2.number_input("Epochs", 1, 500, key=k, disabled=fast,
-                                 value=cache.kept(k, FAST.epochs if fast else 12 if recipe else 10)))
+    default = FAST if fast else RECIPE if recipe else TrainConfig()  # the fields' starting values
+    epochs = int(c2.number_input("Epochs", 1, 500, cache.kept(k, default.epochs), key=k, disabled=fast))
     c1, c2 = st.columns(2)
     k = f"aelib.t_batch_{arch}{mode}"
-    batch = int(c1.number_input("Batch size", 1, 4096,
-                                cache.kept(k, FAST.batch_size if fast else 300 if recipe else 128),
-                                key=k, disabled=fast))
+    batch = int(c1.number_input("Batch size", 1, 4096, cache.kept(k, default.batch_size), key=k,
+                                disabled=fast))
     k = f"aelib.t_lr_{arch}{mode}"
     lr = float(c2.number_input("Learning rate", 1e-6, 1.0, format="%.5f", key=k, disabled=fast,
-                               value=cache.kept(k, FAST.lr if fast else 0.0015 if recipe else 1e-3)))
+                               value=cache.kept(k, default.lr)))
     k = f"aelib.t_schedule_{arch}{mode}"
     schedule = st.selectbox(
         "Learning-rate schedule", list(SCHEDULES), format_func=SCHEDULES.get, key=k, disabled=fast,
-        index=list(SCHEDULES).index(cache.kept(k, "onecycle" if fast else "constant",
-                                               options=list(SCHEDULES))),
+        index=list(SCHEDULES).index(cache.kept(k, default.schedule, options=list(SCHEDULES))),
         help="One-cycle: the rate warms up from lr/25 over the first quarter of the steps, then "
              "anneals to ~0 (Learning rate sets the peak); it usually reaches a given loss in fewer "
              "epochs. Same as the CLI's `--schedule onecycle`.")
@@ -104,8 +101,8 @@ with setup:
                      beta=None if beta is None else float(beta),
                      noise=None if noise == "off" else noise, noise_level=level if noise != "off" else 0.0,
                      schedule=schedule)
-    if fast:  # the whole fast-mode config: its one-cycle shape too (half warm-up, beta2 0.99)
-        tc = dataclasses.replace(FAST, seed=seed, noise=tc.noise, noise_level=tc.noise_level)
+    if fast:  # the whole fast-mode schedule: its one-cycle shape too (half warm-up, beta2 0.99)
+        tc = with_fast_mode(tc)
     busy = cache.active_run() is not None
     if st.button("Queue run" if busy else "Start training", type="primary", key="aelib.t_start",
                  icon=":material/play_arrow:"):
