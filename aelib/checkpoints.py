@@ -262,3 +262,94 @@ def default_dir() -> Path:
     """The shipped checkpoints folder of the repository (``checkpoints/``)."""
     return Path(__file__).resolve().parent.parent / "checkpoints"
 
+
+
+# ---- what a checkpoint says about its data and training: one reader for the CLI and the app -----
+
+def _section(meta: object, name: str) -> dict:
+    """``meta[name]`` when it is a dict; a missing or malformed section reads as empty."""
+    part = meta.get(name) if isinstance(meta, dict) else None
+    return part if isinstance(part, dict) else {}
+
+
+def _int_tuple(value: object) -> tuple[int, ...] | None:
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 10_000 for c in value):
+        return tuple(sorted({int(c) for c in value}))
+    return None
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """The data a model was trained on, as its checkpoint records it (``meta["dataset"]``).
+
+    ``key`` names a built-in dataset ("mnist"), empty for the user's own images; ``normal_classes``
+    is set for a one-class (anomaly) model. Checkpoints written before this schema kept the normal
+    classes under ``extra``; :meth:`from_meta` reads both.
+    """
+
+    name: str = ""
+    key: str = ""
+    split: str = ""
+    n_train: int | None = None
+    n_val: int | None = None
+    classes: tuple[str, ...] | None = None
+    normal_classes: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "key": self.key, "split": self.split, "n_train": self.n_train,
+                "n_val": self.n_val, "classes": None if self.classes is None else list(self.classes),
+                "normal_classes": None if self.normal_classes is None else list(self.normal_classes)}
+
+    @classmethod
+    def from_meta(cls, meta: object) -> DataInfo:
+        ds = _section(meta, "dataset")
+        normal = _int_tuple(ds.get("normal_classes"))
+        if normal is None and "normal_classes" not in ds:
+            normal = _int_tuple(_section(meta, "extra").get("normal_classes"))
+
+        def text(v: object) -> str:
+            return v if isinstance(v, str) else ""
+
+        def count(v: object) -> int | None:
+            return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+        classes = ds.get("classes")
+        classes = tuple(classes) if isinstance(classes, list) and all(isinstance(c, str) for c in classes) \
+            else None
+        return cls(name=text(ds.get("name")), key=text(ds.get("key")), split=text(ds.get("split")),
+                   n_train=count(ds.get("n_train")), n_val=count(ds.get("n_val")), classes=classes,
+                   normal_classes=normal)
+
+
+def noise_of(meta: object) -> tuple[str | None, float]:
+    """(denoising noise kind or None, its level) recorded in the training config."""
+    tc = _section(meta, "train")
+    kind = tc.get("noise")
+    level = tc.get("noise_level")
+    ok = isinstance(level, (int, float)) and not isinstance(level, bool) and 0 <= level < 1e6
+    return (kind if isinstance(kind, str) and kind else None), (float(level) if ok else 0.0)
+
+
+def recorded_mse(meta: object) -> float | None:
+    """The reconstruction MSE a checkpoint records: on its test set if measured, else validation."""
+    metrics = _section(meta, "metrics")
+    value = metrics.get("test_mse", metrics.get("val_mse"))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if value == value and abs(value) < float("inf") else None
+
+
+def describe(meta: object) -> str:
+    """A short description: "conv, latent 32, denoising, normal 1"."""
+    m = _section(meta, "model")
+    latent = m.get("latent")
+    parts = [str(m.get("preset") or m.get("family") or "model"),
+             f"latent {latent}" if isinstance(latent, int) and not isinstance(latent, bool)
+             else "feature-map latent"]
+    if noise_of(meta)[0]:
+        parts.append("denoising")
+    normal = DataInfo.from_meta(meta).normal_classes
+    if normal is not None:
+        parts.append("normal " + ",".join(str(c) for c in normal))
+    return ", ".join(parts)

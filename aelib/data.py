@@ -414,7 +414,8 @@ def _npy_header(fp: IO[bytes], label: str) -> tuple[tuple[int, ...], bool, np.dt
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{label} is not a valid .npy file ({_one_line(exc)}).") from exc
+        raise DataError(f"{label} is not a valid .npy array file, or it is damaged; save the images with "
+                        "numpy.save.") from exc
     return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype), fp.tell()
 
 
@@ -782,3 +783,101 @@ def one_class_split(train: ImageDataset, test: ImageDataset,
         source=test.source, classes=["normal", "anomaly"], note=test.note,
         extra={**test.extra, **info, "classes": test.labels.clone(), "class_names": test.classes})
     return train_normal, test_labeled
+
+
+# --------------------------------------------------------------------------------------------------
+# The user's own images: one holdout policy, labels beside them
+# --------------------------------------------------------------------------------------------------
+
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_MIN_IMAGES = 10  # below this the same images serve for training and testing
+
+
+def holdout_split(images: torch.Tensor, labels: torch.Tensor | None = None, *, name: str = "images",
+                  source: str = "memory", note: str = "", classes: list[str] | None = None
+                  ) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) of a user's image set: the last 10% (at least 1) is held out for testing.
+
+    Contiguous slices, so a memory-mapped or huge array is never copied; with fewer than
+    ``HOLDOUT_MIN_IMAGES`` images, train and test are the same images. The CLI and the app share it.
+    """
+    n = len(images)
+    cut = n - max(1, int(n * HOLDOUT_FRACTION)) if n >= HOLDOUT_MIN_IMAGES else n
+    parts = (slice(0, cut), slice(cut, n)) if cut < n else (slice(0, n), slice(0, n))
+    held = "last 10% held out" if cut < n else "too few images to hold any out"
+    if classes is None and labels is not None and len(labels):
+        classes = [str(c) for c in range(int(labels.max()) + 1)]
+
+    def part(s: slice, split: str) -> ImageDataset:
+        return ImageDataset(images=images[s], labels=None if labels is None else labels[s], name=name,
+                            source=source, note=note, classes=classes, extra={"split": f"{split} ({held})"})
+    return part(parts[0], "train"), part(parts[1], "test")
+
+
+_LABEL_KEYS = ("labels", "y", "targets")
+
+
+def _npy_vector(fp: IO[bytes], n: int, label: str, kinds: str) -> np.ndarray:
+    """Exactly ``n`` values of a 1-D .npy stream; the header is checked before any data is read."""
+    shape, _, dtype, _ = _npy_header(fp, label)
+    if dtype.hasobject or dtype.kind not in kinds or dtype.subdtype is not None or dtype.itemsize > 8:
+        raise DataError(f"{label} holds {dtype} values; labels must be whole numbers, 0 or 1.")
+    if len(shape) != 1 or shape[0] != n:
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        raise DataError(f"{label} holds {count:,} values, but the test set has {n:,} images: "
+                        "give one 0/1 label per image.")
+    data = fp.read(n * dtype.itemsize)
+    if len(data) != n * dtype.itemsize:
+        raise DataError(f"{label} is cut short: it should hold {n:,} labels.")
+    return np.frombuffer(data, dtype=dtype).copy()
+
+
+def npz_labels(raw: bytes, n: int) -> torch.Tensor | None:
+    """Integer class labels stored beside the images in a .npz (``labels``, ``y`` or ``targets``).
+
+    Labels that do not fit (wrong length, not integers, out of range, unreadable) are ignored.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            names = set(zf.namelist())
+            for k in _LABEL_KEYS:
+                member = next((m for m in (k + ".npy", k) if m in names), None)
+                if member is None:
+                    continue
+                with zf.open(member) as fh:
+                    y = _npy_vector(fh, n, f"'{member}'", "iub")
+                return torch.from_numpy(y.astype(np.int64)) if n and 0 <= y.min() and y.max() < 1000 else None
+    except (DataError, OSError, EOFError, zipfile.BadZipFile, MemoryError, RuntimeError, NotImplementedError):
+        return None
+    return None
+
+
+def read_anomaly_labels(raw: bytes, name: str, n: int) -> np.ndarray:
+    """0/1 anomaly labels (1 = anomaly) for ``n`` test images from a .npy, or a .csv/.txt file (one
+    column, or a column named label / labels / anomaly / y)."""
+    import pandas as pd
+
+    shown = f"'{name}'" if name else "The labels file"
+    try:
+        if name.lower().endswith(".npy"):
+            y = _npy_vector(io.BytesIO(raw), n, shown, "biuf")
+        else:
+            if not raw.strip():
+                raise DataError(f"{shown} is empty: give one 0/1 label per test image.")
+            df = pd.read_csv(io.BytesIO(raw), header=None if raw[:1].isdigit() else "infer")
+            cols = [c for c in df.columns if str(c).strip().lower() in ("label", "labels", "anomaly", "y")]
+            y = df[cols[0] if cols else df.columns[-1]].to_numpy()
+    except MemoryError as exc:
+        raise DataError(f"{shown} is too large to be a labels file.") from exc
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{shown} could not be read as labels. Give a .npy array or a CSV with one 0/1 "
+                        "value per test image.") from exc
+    y = np.asarray(y).ravel()
+    if len(y) != n:
+        raise DataError(f"{shown} holds {len(y):,} values, but the test set has {n:,} images: "
+                        "give one 0/1 label per image.")
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        raise DataError("Labels must be 0 (normal) or 1 (anomaly), one per test image.")
+    return y.astype(np.int8)

@@ -5,92 +5,99 @@ from __future__ import annotations
 import numpy as np
 import plotly.express as px
 import streamlit as st
-import torch
 
-from aelib import cache, explore
+from aelib import explore
 from aelib.errors import AelibError
+from aelib.ui import compute, draw, router, sources, widgets
+from aelib.ui.sources import Images
+from aelib.ui.state import kept
 
-cache.routed(__file__)
+fr = router.page(__file__)
+data = router.need_data(fr)
+models = router.need_models(fr, "the latent space")
+test = data.test_images
 
-cache.remember("aelib.l_", "aelib.gray_r")
-fr = cache.current()
-data = cache.need_data(fr)
-models = cache.need_models(fr, "the latent space")
-test = data.test
-st.title("Latent space")
-
-keys = [m.key for m in models]
-first_vae = next((i for i, m in enumerate(models) if m.vae), 0)
 c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-pick = c1.selectbox("Model", keys, index=first_vae, key="aelib.l_model",
-                    format_func={m.key: m.label for m in models}.get)
-gray_r = c2.toggle("Reversed grey (gray_r)", cache.kept("aelib.gray_r", True), key="aelib.gray_r")
-mc = next(m for m in models if m.key == pick)
-model = mc.model
-dim = explore.latent_dim(model)
+mc = widgets.pick_model("Model", models, "aelib.l_model", prefer=lambda m: m.vae, container=c1)
+with c2:
+    gray_r = draw.gray_r_toggle(data.colour)
+dim = explore.latent_dim(mc.model)
 if mc.vae:
     st.caption(f"Variational autoencoder, latent of {dim} dims: codes are the encoder's means (mu).")
 else:
-    st.info("**Plain autoencoder**: it has a latent space too (interpolation, traversal and the map work on "
-            "its codes), but no prior: nothing makes the space between codes meaningful. Compare with a VAE "
-            "to see the difference; prior samples need a VAE.")
+    st.info(
+        "**Plain autoencoder**: it has a latent space too (interpolation, traversal and the map work on "
+        "its codes), but no prior: nothing makes the space between codes meaningful. Compare with a VAE "
+        "to see the difference; prior samples need a VAE."
+    )
 
 
-def image_picker(label: str, default: int, key: str) -> tuple[torch.Tensor, str]:
-    """One image (C, H, W) and a short tag: a test image by index, the first of a class, or an upload."""
-    ways = ["index"] + (["class"] if data.labelled and data.classes else []) + ["upload"]
+def image_picker(label: str, default: int, key: str) -> tuple[Images, str]:
+    """One image and a short tag: a test image by index, the first of a class, or an upload."""
+    ways = ["index"] + (["class"] if data.labelled else []) + ["upload"]
     how = st.radio(label, ways, horizontal=True, key=f"{key}_how")
     if how == "class":
-        c = st.selectbox("Class", range(len(data.classes)), index=default % len(data.classes),
-                         format_func=lambda i: data.classes[i], key=f"{key}_cls")
-        found = np.flatnonzero(test.labels.numpy() == c)
-        if len(found):
-            return test.images[int(found[0])], f"#{int(found[0])}"
-        st.warning("No test image of that class; using image 0.")
-        return test.images[0], "#0"
+        c = st.selectbox(
+            "Class",
+            range(len(data.classes)),
+            index=default % len(data.classes),
+            format_func=lambda i: data.classes[i],
+            key=f"{key}_cls",
+        )
+        found = np.flatnonzero(data.test.labels.numpy() == c)
+        i = int(found[0]) if len(found) else 0
+        return test.take([i]), f"#{i}"
     if how == "upload":
-        up = st.file_uploader("PNG, JPEG or .npy", type=["png", "jpg", "jpeg", "npy"], key=f"{key}_up")
+        try:
+            up = sources.kept_upload(
+                f"{key}_up", "PNG, JPEG or .npy", ["png", "jpg", "jpeg", "npy"], sources.read_upload
+            )
+        except AelibError as exc:
+            st.error(str(exc))
+            up = None
         if up is not None:
-            try:
-                images, _, ukey = cache.uploaded_images(up, key)
-            except AelibError as exc:
-                st.error(str(exc))
-            else:
-                if tuple(images.shape[1:]) == tuple(mc.config.in_shape):
-                    return images[0], f"{up.name} ({ukey[-6:]})"
-                st.error(f"This model takes {'x'.join(map(str, mc.config.in_shape))} images; "
-                         f"{up.name} holds {'x'.join(map(str, images.shape[1:]))}.")
+            images = up.value[0]
+            if tuple(images.shape[1:]) == mc.in_shape:
+                return Images(up.key, images[:1]), up.name
+            st.error(
+                f"This model takes {'x'.join(map(str, mc.in_shape))} images; {up.name} holds "
+                f"{'x'.join(map(str, images.shape[1:]))}."
+            )
         st.caption("Until an image is uploaded, test image 0 stands in.")
-        return test.images[0], "#0"
+        return test.take([0]), "#0"
     i = int(st.number_input("Test index", 0, len(test) - 1, min(default, len(test) - 1), key=f"{key}_idx"))
-    return test.images[i], f"#{i}"
+    return test.take([i]), f"#{i}"
 
 
 tab_i, tab_p, tab_t, tab_m = st.tabs(["Interpolation", "Prior samples", "Traversal", "Latent map"])
 
 with tab_i:
     c1, c2, c3 = st.columns([2, 2, 3])
-    # Default end point: the first test image of another class than image 0 (a 6 -> 6 path shows
-    # little); image 1 when there are no labels.
-    other = np.flatnonzero(test.labels.numpy() != int(test.labels[0])) if data.labelled else []
+    # Default end point: the first test image of another class than image 0 (a 6 -> 6 path shows little).
+    other = np.flatnonzero(data.test.labels.numpy() != int(data.test.labels[0])) if data.labelled else []
     with c1:
         a, ta = image_picker("Start image", 0, "aelib.l_a")
     with c2:
         b, tb = image_picker("End image", int(other[0]) if len(other) else 1, "aelib.l_b")
     with c3:
-        steps = st.slider("Steps (k)", 3, 16, cache.kept("aelib.l_steps", 10), key="aelib.l_steps")
-        method = st.radio("Path", ["linear", "spherical"], horizontal=True,
-                          index=["linear", "spherical"].index(
-                              cache.kept("aelib.l_method", "linear", options=["linear", "spherical"])),
-                          key="aelib.l_method",
-                          help="Linear: straight line between the codes. Spherical (slerp): along the great "
-                               "circle, keeping the norm, which suits a Gaussian prior.")
-    ab_key = f"{data.key}|{ta}|{tb}"
-    frames = cache.interpolation_frames(model, mc.key, a, b, ab_key, steps, method)
-    st.markdown(f"**{method.capitalize()} interpolation** in the {'VAE' if mc.vae else 'plain autoencoder'} "
-                f"latent, image {ta} → {tb}")
-    cache.strip(frames, gray_r)
-    fine = cache.interpolation_frames(model, mc.key, a, b, ab_key, 65, method)
+        steps = st.slider("Steps (k)", 3, 16, kept("aelib.l_steps", 10), key="aelib.l_steps")
+        method = st.radio(
+            "Path",
+            ["linear", "spherical"],
+            horizontal=True,
+            key="aelib.l_method",
+            index=["linear", "spherical"].index(
+                kept("aelib.l_method", "linear", options=["linear", "spherical"])
+            ),
+            help="Linear: straight line between the codes. Spherical (slerp): along the great "
+            "circle, keeping the norm, which suits a Gaussian prior.",
+        )
+    st.markdown(
+        f"**{method.capitalize()} interpolation** in the {'VAE' if mc.vae else 'plain autoencoder'} "
+        f"latent, image {ta} → {tb}"
+    )
+    draw.strip(compute.interpolation(mc, a, b, steps, method), gray_r)
+    fine = compute.interpolation(mc, a, b, 65, method)
 
     @st.fragment
     def scrub(fine: np.ndarray) -> None:
@@ -98,29 +105,36 @@ with tab_i:
         t = st.slider("Position along the path", 0.0, 1.0, 0.5, 1 / 64, key="aelib.l_scrub")
         frame = fine[int(round(t * (len(fine) - 1)))]
         c1, c2 = st.columns([1, 3])
-        c1.image(cache.for_display(frame[None], gray_r, 8)[0], caption=f"t = {t:.3f}", width="stretch")
+        c1.image(draw.for_display(frame[None], gray_r, 8)[0], caption=f"t = {t:.3f}", width="stretch")
         c2.caption("The slider moves through 65 precomputed frames along the path; only this panel reruns.")
 
     scrub(fine)
 
 with tab_p:
     if not mc.vae:
-        st.info("Sampling from the prior needs a VAE: a plain autoencoder has no distribution to sample "
-                "from.")
+        st.info(
+            "Sampling from the prior needs a VAE: a plain autoencoder has no distribution to sample from."
+        )
     else:
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        temp = c1.slider("Temperature", 0.0, 2.0, cache.kept("aelib.l_temp", 1.0), 0.05, key="aelib.l_temp",
-                         help="Scale of z ~ N(0, T² I): lower is blander and more typical, higher more "
-                              "varied.")
-        seed_key = "aelib.l_seed"
-        st.session_state.setdefault(seed_key, 0)
+        temp = c1.slider(
+            "Temperature",
+            0.0,
+            2.0,
+            kept("aelib.l_temp", 1.0),
+            0.05,
+            key="aelib.l_temp",
+            help="Scale of z ~ N(0, T² I): lower is blander and more typical, higher more varied.",
+        )
+        st.session_state.setdefault("aelib.l_seed", 0)
         if c2.button("Reseed", key="aelib.l_reseed", icon=":material/casino:"):
-            st.session_state[seed_key] += 1
-        samples = cache.prior_samples(model, mc.key, 32, float(temp), int(st.session_state[seed_key]))
-        grid = explore.image_grid([cache.for_display(samples[i:i + 8], gray_r, 3) for i in range(0, 32, 8)],
-                                  pad=6)
-        st.image(grid, width="stretch",
-                 caption=f"32 samples, temperature {temp:g}, seed {st.session_state[seed_key]}")
+            st.session_state["aelib.l_seed"] += 1
+        seed = int(st.session_state["aelib.l_seed"])
+        samples = compute.prior_samples(mc, 32, float(temp), seed)
+        grid = explore.image_grid(
+            [draw.for_display(samples[i : i + 8], gray_r, 3) for i in range(0, 32, 8)], pad=6
+        )
+        st.image(grid, width="stretch", caption=f"32 samples, temperature {temp:g}, seed {seed}")
 
 with tab_t:
     c1, c2 = st.columns([2, 3])
@@ -132,30 +146,38 @@ with tab_t:
         n_steps = st.slider("Steps from -3 to 3", 3, 15, 9, 2, key="aelib.l_tsteps")
     scale = 1.0
     if not mc.vae:  # no prior: move in units of that dimension's spread over the test images
-        codes = cache.codes(model, mc.key, test.images[:1000], f"{data.key}|test[:1000]")
-        scale = float(codes[:, d].std()) or 1.0
-    trav = cache.traversal(model, mc.key, img, f"{data.key}|{tag}", int(d), n_steps, scale)
+        scale = float(compute.codes(mc, test.head(1000))[:, d].std()) or 1.0
+    trav = compute.traversal(mc, img, int(d), n_steps, scale)
     what = "z[{d}] set to -3 … 3 (prior units)" if mc.vae else "z[{d}] moved by -3 … 3 standard deviations"
     st.markdown(f"**Traversal** of image {tag}: " + what.format(d=d) + ", every other dimension fixed.")
-    cache.strip(trav, gray_r, captions=[f"{v:+.1f}" for v in np.linspace(-3, 3, n_steps)])
+    draw.strip(trav, gray_r, captions=[f"{v:+.1f}" for v in np.linspace(-3, 3, n_steps)])
 
 with tab_m:
     n_map = min(len(test), 2000)
     if n_map < 2:
         st.info(f"The latent map needs at least 2 test images; this dataset has {n_map}.")
     else:
-        coords, explained = cache.latent_map(model, mc.key, test.images[:n_map], f"{data.key}|test[:{n_map}]")
-        labels = (test.labels[:n_map].numpy() if data.labelled else np.zeros(n_map, dtype=int))
-        names = ([data.classes[i] for i in labels] if data.classes and data.labelled else ["image"] * n_map)
-        fig = px.scatter(x=coords[:, 0], y=coords[:, 1], color=names,
-                         hover_name=[f"#{i}" for i in range(n_map)],
-                         labels={"x": "PC 1", "y": "PC 2", "color": "class"}, opacity=0.75, height=520,
-                         category_orders={"color": list(data.classes or [])})
+        coords, explained = compute.latent_map(mc, test.head(n_map))
+        labels = data.test.labels[:n_map].numpy() if data.labelled else np.zeros(n_map, dtype=int)
+        names = [data.classes[i] for i in labels] if data.labelled else ["image"] * n_map
+        fig = px.scatter(
+            x=coords[:, 0],
+            y=coords[:, 1],
+            color=names,
+            hover_name=[f"#{i}" for i in range(n_map)],
+            labels={"x": "PC 1", "y": "PC 2", "color": "class"},
+            opacity=0.8,
+            height=520,
+            category_orders={"color": list(data.classes or [])},
+            color_discrete_sequence=draw.CLASS_COLOURS,
+        )
         fig.update_traces(marker=dict(size=5))
         fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
         st.plotly_chart(fig, key="aelib.l_map")
-        what = "means (mu)" if mc.vae else "codes"
-        share = ("" if explained is None
-                 else f"; the two components explain {explained.sum():.0%} of the variance")
-        st.caption(f"PCA of the latent {what} of the first {n_map:,} test images{share}. "
-                   "Hover for the index.")
+        share = (
+            "" if explained is None else f"; the two components explain {explained.sum():.0%} of the variance"
+        )
+        st.caption(
+            f"PCA of the latent {'means (mu)' if mc.vae else 'codes'} of the first {n_map:,} test "
+            f"images{share}. Hover for the index."
+        )

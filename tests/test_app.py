@@ -280,8 +280,9 @@ def test_anomaly_page_trains_a_one_class_model_on_request(env):
     at.button(key="aelib.a_train").click().run()
     assert not at.exception
     run = list(at.session_state["aelib.runs"].values())[-1]
-    assert run.tags == {"normal_classes": [1]}
+    assert run.dataset["normal_classes"] == [1]  # one schema: the checkpoint's dataset section
     _wait(run)
+    assert checkpoints.DataInfo.from_meta(run.meta).normal_classes == (1,)
     at.run()
     assert f"run:{run.id}" in at.multiselect(key="aelib.a_models").value
     assert any("(one-class)" in o for o in at.multiselect(key="aelib.a_models").options)

@@ -34,8 +34,9 @@ from PIL import Image
 from safetensors.torch import save as st_save
 from streamlit.testing.v1 import AppTest
 
-from aelib import cache, checkpoints
+from aelib import checkpoints
 from aelib.models import build, get_config
+from aelib.ui import choices, compute, sidebar, sources
 from aelib.worker import get_manager
 
 from _apptools import (
@@ -501,13 +502,13 @@ def test_checkpoint_metadata_of_the_wrong_type_gives_one_sentence(env, case):
 def test_metadata_accessors_treat_malformed_sections_as_missing(sections):
     """Whatever gets past checkpoint loading, the sidebar's accessors never raise on odd sections."""
     meta = {**checkpoints.make_metadata(_fcn()), **sections}
-    m = cache.ModelChoice("sha256:x", "x", "upload", meta, lambda: None)
-    assert m.dataset_key in ("", "mnist")
-    assert m.normal_classes is None
+    m = choices.ModelChoice("sha256:x", "x", "upload", meta, lambda: None)
+    assert m.data.key in ("", "mnist")
+    assert m.data.normal_classes is None
     kind, level = m.noise
     assert kind is None and level == 0.0
-    assert cache.describe(meta).startswith("fcn")
-    assert cache.recorded_mse(meta) is None
+    assert checkpoints.describe(meta).startswith("fcn")
+    assert checkpoints.recorded_mse(meta) is None
 
 
 def test_checkpoint_declaring_a_giant_model_is_refused_before_allocating(env):
@@ -548,7 +549,7 @@ def test_no_page_offers_a_server_path_by_default(env):
         if setting is not None:
             env.setenv("AELIB_ALLOW_LOCAL_PATHS", setting)
         at = new_app()
-        assert cache.LOCAL not in at.sidebar.selectbox(key="aelib.dataset").options
+        assert sidebar.LOCAL not in at.sidebar.selectbox(key="aelib.dataset").options
         at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
         for page in PAGES:
             _goto(at, page)
@@ -581,7 +582,7 @@ def _type_path(at: AppTest, text: str) -> AppTest:
 
 def test_local_paths_outside_the_root_are_refused(local_root):
     at = new_app()
-    at.sidebar.selectbox(key="aelib.dataset").set_value(cache.LOCAL).run()
+    at.sidebar.selectbox(key="aelib.dataset").set_value(sidebar.LOCAL).run()
     outside = local_root["outside"]
     for bad in ("../../etc/passwd", "/etc/passwd", str(outside / "secret.npy"), "../outside/secret.npy",
                 "link.npy", "linkdir/secret.npy", "linkdir", "imgs/../../outside", "~"):
@@ -601,7 +602,7 @@ def test_local_paths_outside_the_root_are_refused(local_root):
 def test_an_image_symlink_inside_an_allowed_folder_cannot_reach_out(local_root):
     (local_root["root"] / "imgs" / "zz-link.png").symlink_to(local_root["outside"] / "secret.png")
     at = new_app()
-    at.sidebar.selectbox(key="aelib.dataset").set_value(cache.LOCAL).run()
+    at.sidebar.selectbox(key="aelib.dataset").set_value(sidebar.LOCAL).run()
     msg = _one_clear_error(_type_path(at, "imgs"))
     assert "outside the allowed folder" in msg
 
@@ -657,12 +658,12 @@ def _cached_functions(path: Path) -> dict[str, dict]:
 
 
 def test_every_shared_cache_is_bounded_and_content_keyed():
-    sources = [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py")),
-               *sorted((ROOT / "aelib").glob("*.py"))]
+    files = [ROOT / "streamlit_app.py", *sorted((ROOT / "pages").glob("*.py")),
+             *sorted((ROOT / "aelib").rglob("*.py"))]
     caches = {}
-    for path in sources:
+    for path in files:
         caches.update(_cached_functions(path))
-    assert len([k for k in caches if k.startswith("cache.py:")]) >= 10, caches.keys()
+    assert len([k for k in caches if k.startswith("compute.py:")]) >= 10, caches.keys()
     for name, info in caches.items():
         bound = info.get("max_entries")
         assert isinstance(bound, int) and 1 <= bound <= 256, f"{name}: shared cache without max_entries"
@@ -671,8 +672,9 @@ def test_every_shared_cache_is_bounded_and_content_keyed():
         unhashed = [p for p in params if p.startswith("_")]
         keys = [p for p in params if not p.startswith("_") and (p.endswith("key") or p in ("sha", "path"))]
         assert len(keys) >= min(1, len(unhashed)), f"{name}: unhashed {unhashed} without a content key"
-        if name.startswith("cache.py:"):  # the decorated objects carry the same bound at run time
-            fn = getattr(cache, name.split(":", 1)[1])
+        module = {"compute.py": compute, "sources.py": sources, "choices.py": choices}.get(name.split(":")[0])
+        if module is not None:  # the decorated objects carry the same bound at run time
+            fn = getattr(module, name.split(":", 1)[1])
             assert fn._info.max_entries == bound, name
 
 

@@ -1,0 +1,261 @@
+"""The Anomaly page's pieces: where the normal and test images come from, the quick detector,
+and the score panels (histograms, ROC, threshold)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from .. import scoring
+from ..checkpoints import DataInfo
+from ..data import read_anomaly_labels
+from ..errors import AelibError
+from ..models import get_config
+from ..train import TrainConfig
+from ..worker import FAILED, Run
+from . import compute, runs, sources, state
+from .choices import ModelChoice
+from .sources import Images, ImageSet
+
+METRICS = {
+    "l2": "L2 norm of the error (reference score)",
+    "mse": "Mean squared error",
+    "mae": "Mean absolute error",
+    "elbo": "Negative ELBO (VAE only)",
+}
+QUICK_EPOCHS, QUICK_IMAGES = 8, 6000
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the page scores: test images, their 0/1 labels (None: unknown), the normal training images
+    a model may be trained on, and what a checkpoint should record about them."""
+
+    test: Images
+    labels: np.ndarray | None
+    normal: Images | None
+    info: DataInfo
+    what: str  # a phrase naming the normal data, for run names and captions
+
+    @property
+    def normal_classes(self) -> tuple[int, ...] | None:
+        return self.info.normal_classes
+
+
+def one_class_case(data: ImageSet, normals: tuple[int, ...]) -> Case:
+    train, test, labels = sources.one_class(data, normals)
+    info = DataInfo(
+        name=data.title,
+        key=data.builtin or "",
+        split=f"train, classes {list(normals)}",
+        n_train=len(train),
+        classes=tuple(data.classes),
+        normal_classes=normals,
+    )
+    return Case(test, labels, train, info, f"{data.builtin or 'data'}-oneclass-{'-'.join(map(str, normals))}")
+
+
+def _raw(up) -> bytes:
+    return up.getvalue()
+
+
+def upload_case(data: ImageSet, cols) -> Case | None:
+    """Uploaded test set (+ labels, + normal training set); None until a test set is uploaded."""
+    up_train = sources.kept_upload(
+        "aelib.a_up_train",
+        "Normal training set (optional)",
+        ["npy", "npz", "zip"],
+        sources.read_upload,
+        container=cols[0],
+        help="Only needed to train a model here.",
+    )
+    up_test = sources.kept_upload(
+        "aelib.a_up_test", "Test set", ["npy", "npz", "zip"], sources.read_upload, container=cols[1]
+    )
+    up_labels = sources.kept_upload(
+        "aelib.a_up_labels",
+        "Test labels (optional, 0 = normal, 1 = anomaly)",
+        ["npy", "csv", "txt"],
+        _raw,
+        container=cols[2],
+    )
+    if up_test is None:
+        return None
+    images, npz_labels = up_test.value
+    test = Images(up_test.key, images)
+    labels = None if npz_labels is None else npz_labels.numpy()
+    if up_labels is not None:
+        labels = read_anomaly_labels(up_labels.value, up_labels.name, len(test))
+    normal, name = None, ""
+    if up_train is not None:
+        normal, name = Images(up_train.key, up_train.value[0]), up_train.name
+    elif (
+        not data.builtin and data.shape == test.shape
+    ):  # the sidebar's own image set serves as the normal set
+        normal, name = data.train_images, data.title
+        st.caption(
+            f"Normal training set: the sidebar's {data.title} ({len(normal):,} images) unless you "
+            "upload another."
+        )
+    if labels is not None and labels.min() == labels.max():
+        st.warning("The labels are all the same class, so ROC and threshold metrics cannot be computed.")
+        labels = None
+    stem = name.rsplit(".", 1)[0] if name else "upload"
+    info = DataInfo(
+        name=name or "uploaded images",
+        split="uploaded normal set",
+        n_train=None if normal is None else len(normal),
+    )
+    return Case(test, labels, normal, info, f"{stem}-normal")
+
+
+def start_quick(case: Case) -> Run:
+    """A detector trained on the case's normal images (the images' own shape, never the sidebar's)."""
+    normal = case.normal.head(QUICK_IMAGES)
+    cfg = get_config("conv", normal.shape, latent=32)
+    tc = TrainConfig(epochs=QUICK_EPOCHS, batch_size=128, lr=2e-3)
+    val = (
+        case.test.head(runs.VAL_IMAGES)
+        if case.labels is None
+        else case.test.take(np.flatnonzero(case.labels == 0)[: runs.VAL_IMAGES])
+    )
+    return runs.start(cfg, tc, normal, val, name=f"{case.what}-quick", data=case.info)
+
+
+def quick_status(run: Run | None) -> None:
+    """The quick detector's progress and outcome, on this page (a failure is said here, not elsewhere)."""
+    if run is None:
+        return
+
+    @st.fragment(run_every=1.0 if run.active else None)
+    def panel() -> None:
+        if run.status == FAILED:
+            st.error(f"Training {run.name} failed: {run.message}")
+        elif run.active:
+            st.progress(
+                run.progress,
+                text=f"Training {run.name}: epoch {runs.epochs_done(run)}/{run.total_epochs}"
+                " done (it joins the models below when it finishes)",
+            )
+        elif st.session_state.get(state.NS + "a_pending_live"):
+            st.session_state[state.NS + "a_pending_live"] = False
+            st.rerun(scope="app")
+        elif run.message:
+            st.warning(f"{run.name}: {run.message}")
+        if run.active:
+            st.session_state[state.NS + "a_pending_live"] = True
+
+    panel()
+
+
+def fits(m: ModelChoice, case: Case, data: ImageSet) -> bool:
+    """A one-class model of exactly these normal classes of this dataset."""
+    return (
+        case.normal_classes is not None
+        and m.data.normal_classes == case.normal_classes
+        and m.data.key in ("", data.builtin or "")
+    )
+
+
+def tag(m: ModelChoice, case: Case, data: ImageSet) -> str:
+    if case.normal_classes is None:
+        return m.name
+    if fits(m, case, data):
+        return f"{m.name} (one-class)"
+    seen = "other normal classes" if m.data.normal_classes is not None else "all classes"
+    return f"{m.name} (trained on {seen})"
+
+
+def scores_for(models: list[ModelChoice], test: Images, metric: str) -> dict[str, tuple[str, np.ndarray]]:
+    """{model id: (score name used, scores)}; a plain autoencoder asked for ELBO gets L2."""
+    out = {}
+    for m in models:
+        use = metric if metric != "elbo" or m.vae else "l2"
+        out[m.id] = (use, compute.errors(m, test, (use,))[use])
+    return out
+
+
+def histogram(s: np.ndarray, labels: np.ndarray | None, title: str, metric: str) -> go.Figure:
+    fig = go.Figure()
+    if labels is not None:
+        fig.add_histogram(x=s[labels == 0], name="normal", opacity=0.6, nbinsx=60)
+        fig.add_histogram(x=s[labels == 1], name="anomalous", opacity=0.6, nbinsx=60)
+    else:
+        fig.add_histogram(x=s, name="all test images", nbinsx=60)
+    fig.update_layout(
+        barmode="overlay",
+        title=title,
+        height=280,
+        margin=dict(l=10, r=10, t=40, b=10),
+        xaxis_title=metric,
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return fig
+
+
+def roc_panel(labels: np.ndarray, scores: dict[str, np.ndarray], names: dict[str, str]) -> None:
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance")
+    rows = []
+    for k, s in scores.items():
+        r = compute.roc(labels, s)
+        fig.add_scatter(x=r["fpr"], y=r["tpr"], mode="lines", name=f"{names[k]} · AUC {r['auc']:.3f}")
+        rows.append({"model": names[k], "ROC AUC": r["auc"], "average precision": r["average_precision"]})
+    fig.update_layout(
+        xaxis_title="false positive rate",
+        yaxis_title="true positive rate",
+        height=420,
+        margin=dict(l=10, r=10, t=10, b=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
+    c1, c2 = st.columns([3, 2])
+    c1.plotly_chart(fig, key="aelib.a_roc")
+    c2.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={
+            "ROC AUC": st.column_config.NumberColumn(format="%.4f", width="small"),
+            "average precision": st.column_config.NumberColumn("AP", format="%.4f", width="small"),
+        },
+    )
+
+
+@st.fragment
+def threshold_panel(
+    labels: np.ndarray, scores: dict[str, np.ndarray], names: dict[str, str], metric: str
+) -> None:
+    """Moving the threshold reruns only this panel, on cached scores."""
+    st.subheader("Threshold")
+    k = st.selectbox("Model", list(scores), format_func=names.get, key="aelib.a_thr_model")
+    s = scores[k]
+    lo, hi = float(s.min()), float(s.max())
+    start = float(np.quantile(s, 1 - labels.mean()))
+    thr = st.slider(
+        "Flag as anomaly when score ≥",
+        lo,
+        hi,
+        start,
+        (hi - lo) / 500 or 1e-9,
+        format="%.5f",
+        key=f"aelib.a_thr_{k}_{metric}",
+    )
+    try:
+        res = scoring.threshold_metrics(labels, s, thr)
+    except AelibError as exc:
+        st.error(str(exc))
+        return
+    a, b, c, d = st.columns(4)
+    a.metric("Precision", f"{res['precision']:.3f}")
+    b.metric("Recall", f"{res['recall']:.3f}")
+    c.metric("F1", f"{res['f1']:.3f}")
+    d.metric("Accuracy", f"{res['accuracy']:.3f}")
+    st.dataframe(
+        pd.DataFrame(
+            {"predicted normal": [res["tn"], res["fn"]], "predicted anomaly": [res["fp"], res["tp"]]},
+            index=["normal", "anomalous"],
+        )
+    )

@@ -1,0 +1,83 @@
+"""Cached computations over typed values: a ``ModelChoice`` hashes as its id, ``Images`` as its key.
+
+Shared by every session (``st.cache_data``), each bounded; a key names the exact model and images,
+so one user's result is another's only when it is the same model on the same images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from .. import explore, scoring
+from .choices import ModelChoice
+from .sources import Images
+
+HASH = {ModelChoice: lambda m: m.id, Images: lambda i: i.key}  # the values' identities, never their tensors
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
+def errors(m: ModelChoice, images: Images, metrics: tuple[str, ...] = ("mse",)) -> dict[str, np.ndarray]:
+    """Per-image errors / anomaly scores (see :func:`aelib.scoring.reconstruction_errors`)."""
+    return scoring.reconstruction_errors(m.model, images.tensor, metrics, batch_size=256)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
+def reconstructions(m: ModelChoice, images: Images) -> np.ndarray:
+    """Display arrays of the reconstructions."""
+    recon = explore.reconstruct_images(m.model, images.tensor, batch_size=256)
+    return explore.to_display(recon, m.config.output_range)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
+def codes(m: ModelChoice, images: Images) -> np.ndarray:
+    """Flattened latent codes (N, D) (the VAE's means)."""
+    return explore.encode_images(m.model, images.tensor, batch_size=256).numpy()
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
+def latent_map(m: ModelChoice, images: Images) -> tuple[np.ndarray, np.ndarray | None]:
+    return explore.latent_map(m.model, images.tensor, "pca", batch_size=256)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
+def interpolation(m: ModelChoice, a: Images, b: Images, steps: int, method: str) -> np.ndarray:
+    """Display frames along the latent path from image a to image b (both ends included)."""
+    return explore.interpolate(m.model, a.tensor[0], b.tensor[0], steps, method)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
+def prior_samples(m: ModelChoice, n: int, temperature: float, seed: int) -> np.ndarray:
+    return explore.prior_samples(m.model, n, temperature, seed)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
+def traversal(m: ModelChoice, image: Images, dim: int, steps: int, scale: float) -> np.ndarray:
+    return explore.traverse(m.model, image.tensor[0], dim, np.linspace(-3, 3, steps), scale=scale)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
+def gallery(m: ModelChoice, images: Images) -> dict[str, np.ndarray]:
+    return explore.gallery(m.model, images.tensor, list(range(len(images))), batch_size=256)
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH)
+def denoise(m: ModelChoice, images: Images, kind: str, level: float, seed: int) -> dict[str, np.ndarray]:
+    return explore.denoise_comparison(m.model, images.tensor, kind, level, seed, batch_size=256)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def roc(labels: np.ndarray, scores: np.ndarray) -> dict:
+    return scoring.roc(labels, scores)
+
+
+def psnr_db(mse: np.ndarray, value_range: tuple[float, float]) -> float:
+    """Mean PSNR in dB of images with these per-image MSEs."""
+    lo, hi = value_range
+    return float(np.mean(10 * np.log10((hi - lo) ** 2 / np.maximum(mse, 1e-12))))
+
+
+def single(image: torch.Tensor, key: str) -> Images:
+    """One image (C, H, W) as ``Images`` of length 1."""
+    return Images(key, image[None])

@@ -1,0 +1,119 @@
+"""Arrays in, Streamlit elements out: image rows, error heat maps, loss charts, class colours."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from .. import explore
+
+
+def _lut(hex_colours: Sequence[str]) -> np.ndarray:
+    stops = (
+        np.array([[int(h[i : i + 2], 16) for i in (1, 3, 5)] for h in hex_colours], dtype=np.float32) / 255
+    )
+    x = np.linspace(0, 1, len(stops))
+    t = np.linspace(0, 1, 256)
+    return np.stack([np.interp(t, x, stops[:, c]) for c in range(3)], axis=1).astype(np.float32)
+
+
+_INFERNO = _lut(
+    [
+        "#000004",
+        "#1b0c41",
+        "#4a0c6b",
+        "#781c6d",
+        "#a52c60",
+        "#cf4446",
+        "#ed6925",
+        "#fb9b06",
+        "#f7d13d",
+        "#fcffa4",
+    ]
+)
+# Ten class colours that all stand out on a white background (Okabe-Ito and Tableau's darker tones;
+# no pale yellow or light grey).
+CLASS_COLOURS = [
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#8C564B",
+    "#332288",
+    "#882255",
+    "#117733",
+]
+
+
+def heatmap(err: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """Absolute-error display arrays (N, H, W[, 3]) -> colour-mapped (N, H, W, 3), shared scale."""
+    e = err.mean(-1) if err.ndim == 4 else err
+    vmax = float(vmax if vmax is not None else max(float(e.max()), 1e-6))
+    idx = np.clip(e / vmax * 255, 0, 255).astype(np.uint8)
+    return _INFERNO[idx]
+
+
+def for_display(arr: np.ndarray, gray_r: bool = False, scale: int = 4) -> np.ndarray:
+    """Reversed grey on request (grey images only) and a crisp nearest-neighbour upscale."""
+    a = 1.0 - arr if gray_r and arr.ndim == 3 else arr
+    if scale > 1:
+        a = a.repeat(scale, axis=1).repeat(scale, axis=2)
+    return np.clip(a, 0, 1)
+
+
+def _scale_for(shape: tuple[int, ...]) -> int:
+    return max(1, 112 // max(shape[-2], shape[-1]))
+
+
+def gray_r_toggle(colour: bool, container=st) -> bool:
+    """The reversed-grey switch for grey images (the Keras recipe's gray_r); colour images have none."""
+    from .state import kept
+
+    if colour:
+        return False
+    return container.toggle("Reversed grey (gray_r)", kept("aelib.gray_r", True), key="aelib.gray_r")
+
+
+def image_rows(rows: Sequence[tuple[str, np.ndarray, Sequence[str] | None]], gray_r: bool = False) -> None:
+    """Rows of images aligned column by column: (row label, display array, captions)."""
+    if not rows:
+        return
+    ncol = max(len(a) for _, a, _ in rows)
+    for label, arr, captions in rows:
+        cols = st.columns([1.4] + [1] * ncol, gap="small", vertical_alignment="center")
+        cols[0].markdown(f"**{label}**")
+        scale = _scale_for(arr.shape[1:3] if arr.ndim == 4 else arr.shape[1:])
+        for j, img in enumerate(arr):
+            cap = captions[j] if captions is not None and j < len(captions) else None
+            cols[j + 1].image(for_display(img[None], gray_r, scale)[0], caption=cap, width="stretch")
+
+
+def strip(arr: np.ndarray, gray_r: bool = False, captions: Sequence[str] | None = None) -> None:
+    """One row of images as a single composite picture (one PNG)."""
+    grid = explore.image_grid([for_display(arr, gray_r, _scale_for(arr.shape[1:3]))], pad=4)
+    st.image(grid, width="stretch")
+    if captions:
+        st.caption(" · ".join(captions))
+
+
+def loss_figure(history, title: str = "Loss per epoch") -> go.Figure:
+    fig = go.Figure()
+    fig.add_scatter(x=history.epoch, y=history.train_loss, mode="lines+markers", name="train loss")
+    if any(not math.isnan(v) for v in history.val_loss):
+        fig.add_scatter(x=history.epoch, y=history.val_loss, mode="lines+markers", name="validation loss")
+    fig.update_xaxes(tickmode="linear", dtick=max(1, len(history.epoch) // 10))
+    fig.update_layout(
+        title=title,
+        xaxis_title="epoch",
+        yaxis_title="loss",
+        height=320,
+        margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
+    return fig

@@ -1,0 +1,171 @@
+"""This session's training runs: start (with a name no other model of the session has), save,
+delete what this session saved."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .. import checkpoints
+from ..checkpoints import DataInfo
+from ..errors import DataError
+from ..models import ModelConfig
+from ..train import TrainConfig
+from ..worker import ACTIVE, Run
+from . import choices, settings, state
+from .sources import Images, ImageSet
+
+VAL_IMAGES = 2000  # validation: the first test images
+
+
+def session_runs() -> dict[str, Run]:
+    """This session's runs, oldest first. The session holds them: they are its until it ends."""
+    return state.get("runs", dict)
+
+
+def active_run() -> Run | None:
+    runs = [r for r in session_runs().values() if r.status in ACTIVE]
+    running = [r for r in runs if r.status == "running"]
+    return (running or runs or [None])[0]
+
+
+def free_name(wanted: str) -> str:
+    """``wanted``, or ``wanted-2``, ``wanted-3``... so no two models the session sees share a name."""
+    taken = {r.name for r in session_runs().values()}
+    taken |= {p.stem for p, _, _ in choices.shipped() + choices.saved()}
+    name, n = wanted, 2
+    while name in taken:
+        name, n = f"{wanted}-{n}", n + 1
+    return name
+
+
+def start(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    images: Images,
+    val: Images | None,
+    *,
+    name: str,
+    data: DataInfo,
+    tags: dict | None = None,
+) -> Run:
+    """Submit a run for this session through the worker and keep it in the session.
+
+    ``data`` is what the checkpoint will say about the training data (normal classes included).
+    """
+    sid = state.session_id()
+    run = state.manager().submit(
+        sid,
+        model_config,
+        images.tensor,
+        None if val is None else val.tensor,
+        train_config,
+        data_key=images.key,
+        name=free_name(name),
+        dataset=data.to_dict(),
+        tags=tags,
+        alive=state.alive_probe(sid),
+    )
+    session_runs()[run.id] = run
+    return run
+
+
+def start_on(
+    data: ImageSet,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    name: str,
+    subset: int | None = None,
+    tags: dict | None = None,
+) -> Run:
+    """A run on the sidebar's image set: its first ``subset`` training images, validated on the
+    first test images."""
+    images = data.train_images.head(subset or len(data.train))
+    val = data.test_images.head(VAL_IMAGES)
+    info = DataInfo(
+        name=data.title,
+        key=data.builtin or "",
+        split=f"train[:{len(images)}]",
+        n_train=len(images),
+        n_val=len(val),
+        classes=None if data.classes is None else tuple(data.classes),
+    )
+    return start(model_config, train_config, images, val, name=name, data=info, tags=tags)
+
+
+def _stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:80] or "model"
+
+
+def save(run: Run) -> str:
+    """Write a finished run to the server's saved-models folder; returns the file's name."""
+    if settings.read_only():
+        raise DataError("This dashboard is read-only: download the checkpoint instead.")
+    if run.model is None or run.meta is None:
+        raise DataError(f"Run {run.name} has no model to save.")
+    folder = settings.saved_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = _stem(run.name)
+    path, n = folder / f"{stem}.safetensors", 2
+    while path.exists() or (settings.checkpoint_dir() / path.name).exists():
+        path, n = folder / f"{stem}-{n}.safetensors", n + 1
+    checkpoints.save(path, run.model, {**run.meta, "name": path.stem})
+    state.get("my_saves", set).add(path.name)
+    mark_kept(run)
+    return path.name
+
+
+def mark_kept(run: Run) -> None:
+    """The user saved or downloaded this run: a reload no longer loses it."""
+    state.get("kept_runs", set).add(run.id)
+
+
+def deletable(model: choices.ModelChoice) -> bool:
+    """Only what this session saved: shipped models and other users' saves are not for deleting."""
+    return (
+        not settings.read_only()
+        and model.origin == "saved"
+        and model.path is not None
+        and model.path.name in state.get("my_saves", set)
+    )
+
+
+def delete(model: choices.ModelChoice) -> None:
+    if not deletable(model):
+        raise DataError(
+            f"{model.name} is not yours to delete: only checkpoints saved from this session "
+            "can be deleted here."
+        )
+    path = Path(model.path)
+    if path.resolve().parent != settings.saved_dir().resolve():
+        raise DataError(f"{model.name} is not in the saved-models folder.")
+    checkpoints.delete(path)
+    state.get("my_saves", set).discard(path.name)
+
+
+def epochs_done(run: Run) -> int:
+    """Epochs finished: what the table, the chart and the progress text all count."""
+    return len(run.epochs)
+
+
+def table(runs: list[Run]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run": r.name,
+                "status": r.status,
+                "epochs": f"{epochs_done(r)}/{r.total_epochs}",
+                "val MSE": r.final_val_mse,
+                "seconds": round(r.elapsed, 1),
+                "note": r.message,
+            }
+            for r in runs
+        ]
+    )
+
+
+def to_bytes(run: Run) -> bytes:
+    return checkpoints.to_bytes(run.model, run.meta)

@@ -1,0 +1,171 @@
+"""Composite widgets: the training form, the model picker of a page, kept image pickers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from ..bench import RECIPE, fast_config, with_fast_mode
+from ..models import PRESETS, ModelConfig, default_beta, get_config
+from ..train import TrainConfig
+from .choices import ModelChoice
+from .sources import ImageSet
+from .state import kept
+
+FAMILIES = {"fcn": "Fully connected (fcn)", "conv": "Convolutional (conv)", "vae": "Variational (vae)"}
+SCHEDULES = {"constant": "Constant (as Keras)", "onecycle": "One-cycle (warm up, then anneal)"}
+NOISES = ["off", "gaussian", "mask"]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    arch: str
+    model: ModelConfig
+    train: TrainConfig
+    name: str
+    subset: int
+
+
+def _starting(arch: str, fast: bool) -> TrainConfig:
+    if fast:
+        return fast_config(target=None)
+    return RECIPE if arch == "mnist_keras" else TrainConfig()
+
+
+def training_form(data: ImageSet) -> TrainingPlan:
+    """The Training page's set-up column: every field starts at the library's defaults for the model."""
+    presets = [name for name, cfg in PRESETS.items() if tuple(cfg.in_shape) == tuple(data.shape)]
+    archs = [*FAMILIES, *presets]
+    arch = st.selectbox(
+        "Model",
+        archs,
+        key="aelib.t_model",
+        index=archs.index(kept("aelib.t_model", archs[0], options=archs)),
+        format_func=lambda k: FAMILIES.get(k, f"Preset {k} (reference layout)"),
+    )
+    base = get_config(arch, in_shape=data.shape)
+    fast = arch == "mnist_keras" and st.toggle(
+        "Fast mode",
+        kept("aelib.t_fast", False),
+        key="aelib.t_fast",
+        help="aelib's fast mode for this recipe: a shorter one-cycle schedule with smaller batches that "
+        "reaches the recipe's validation MSE in about a third of its time (README, 'Measured results').",
+    )
+    start = _starting(arch, fast)
+    mode = "_fast" if fast else ""  # fast mode shows its own values, fixed
+    c1, c2 = st.columns(2)
+    if base.latent is None:
+        c1.text_input("Latent size", f"feature map {base.hidden[-1]}x..", disabled=True)
+        latent = None
+    else:
+        k = f"aelib.t_latent_{arch}"
+        latent = int(c1.number_input("Latent size", 1, 4096, kept(k, base.latent), key=k))
+    k = f"aelib.t_epochs_{arch}{mode}"
+    epochs = int(c2.number_input("Epochs", 1, 500, kept(k, start.epochs), key=k, disabled=fast))
+    c1, c2 = st.columns(2)
+    k = f"aelib.t_batch_{arch}{mode}"
+    batch = int(c1.number_input("Batch size", 1, 4096, kept(k, start.batch_size), key=k, disabled=fast))
+    k = f"aelib.t_lr_{arch}{mode}"
+    lr = float(
+        c2.number_input(
+            "Learning rate", 1e-6, 1.0, format="%.5f", key=k, disabled=fast, value=kept(k, start.lr)
+        )
+    )
+    k = f"aelib.t_schedule_{arch}{mode}"
+    schedule = st.selectbox(
+        "Learning-rate schedule",
+        list(SCHEDULES),
+        format_func=SCHEDULES.get,
+        key=k,
+        disabled=fast,
+        index=list(SCHEDULES).index(kept(k, start.schedule, options=list(SCHEDULES))),
+        help="One-cycle: the rate warms up, peaks at Learning rate, then anneals to ~0; it usually reaches "
+        "a given loss in fewer epochs. Same as the CLI's `--schedule onecycle`.",
+    )
+    c1, c2 = st.columns(2)
+    seed = int(c1.number_input("Seed", 0, 2**31 - 1, kept("aelib.t_seed", 0), key="aelib.t_seed"))
+    beta = c2.number_input(
+        "Beta (KL weight)",
+        0.0,
+        100.0,
+        kept("aelib.t_beta", None),
+        step=0.1,
+        key="aelib.t_beta",
+        format="%.5g",
+        placeholder=f"auto: {default_beta(base):.3g}",
+        disabled=base.family != "vae",
+        help="VAE only. Empty: 1 / pixels (1 for the face_vae reference preset), which "
+        "keeps the KL from swamping a per-pixel MSE.",
+    )
+    c1, c2 = st.columns(2)
+    noise = c1.selectbox(
+        "Denoising",
+        NOISES,
+        key="aelib.t_noise",
+        index=NOISES.index(kept("aelib.t_noise", "off", options=NOISES)),
+        help="Corrupt the inputs, keep clean targets: a denoising autoencoder.",
+    )
+    level = float(
+        c2.slider(
+            "Noise level",
+            0.0,
+            1.0,
+            kept("aelib.t_noise_level", 0.3),
+            0.05,
+            key="aelib.t_noise_level",
+            disabled=noise == "off",
+            help="Gaussian: sigma in pixel units. Mask: fraction of pixels set to 0 or 1.",
+        )
+    )
+    n_train = len(data.train)
+    subset = int(
+        st.number_input(
+            "Training images",
+            1,
+            n_train,
+            step=500,
+            value=kept("aelib.t_subset", min(n_train, 10_000), lo=1, hi=n_train),
+            key="aelib.t_subset",
+            help="The first N training images; fewer train faster.",
+        )
+    )
+    cfg = base.replace(latent=latent)
+    prefix = data.builtin or Path(data.title).stem
+    default_name = f"{prefix}-{arch}-{'z' + str(latent) if latent else 'map'}" + (
+        f"-{noise}" if noise != "off" else ""
+    )
+    name = st.text_input(
+        "Run name",
+        default_name,
+        key=f"aelib.t_name_{default_name}",
+        help="A number is added if the session already has a model of this name.",
+    )
+    tc = TrainConfig(
+        epochs=epochs,
+        batch_size=batch,
+        lr=lr,
+        seed=seed,
+        beta=None if beta is None else float(beta),
+        noise=None if noise == "off" else noise,
+        noise_level=level if noise != "off" else 0.0,
+        schedule=schedule,
+    )
+    if fast:  # the whole fast-mode schedule: its one-cycle shape too
+        tc = with_fast_mode(tc)
+    return TrainingPlan(arch, cfg, tc, name.strip() or default_name, subset)
+
+
+def pick_model(
+    label: str, models: Sequence[ModelChoice], key: str, *, prefer=None, container=st
+) -> ModelChoice:
+    """One of ``models`` by id (labels are for display only)."""
+    by_id = {m.id: m for m in models}
+    ids = list(by_id)
+    first = next((i for i, m in enumerate(models) if prefer is not None and prefer(m)), 0)
+    if st.session_state.get(key) not in by_id:
+        st.session_state.pop(key, None)
+    pick = container.selectbox(label, ids, index=first, key=key, format_func=lambda i: by_id[i].label)
+    return by_id[pick]
