@@ -41,7 +41,7 @@ def _parse_classes(text: str | None) -> list[int] | None:
         raise AelibError(f"--normal-classes takes comma-separated integers, got {text!r}.") from None
 
 
-def load_data(args: argparse.Namespace, seed: int = 0, holdout: bool = True):
+def load_data(args: argparse.Namespace, holdout: bool = True):
     """(train, test) ImageDatasets for the CLI's data arguments.
 
     A path dataset without ``--test`` is split 90/10 for training (``holdout``); for evaluate and
@@ -63,13 +63,8 @@ def load_data(args: argparse.Namespace, seed: int = 0, holdout: bool = True):
         elif args.test:
             test = data.ImageDataset(data.load_images(args.test), name=Path(args.test).name,
                                      source="path")
-        else:
-            g = torch.Generator().manual_seed(seed)
-            perm = torch.randperm(len(images), generator=g)
-            n_val = max(1, len(images) // 10)
-            train = data.ImageDataset(images[perm[n_val:]], name=Path(name).name, source="path")
-            test = data.ImageDataset(images[perm[:n_val]], name=Path(name).name + " (10% held out)",
-                                     source="path")
+        else:  # the app's policy too: the last 10% held out
+            train, test = data.holdout_split(images, name=Path(name).name, source="path")
     classes = _parse_classes(getattr(args, "normal_classes", None))
     if classes is not None:
         train, test = data.one_class_split(train, test, classes)
@@ -116,7 +111,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     from .train import PrintCallback, TrainConfig, fit
 
     log = print if rank == 0 else (lambda *a, **k: None)
-    train, test = load_data(args, seed=args.seed)
+    train, test = load_data(args)
     output_range = args.output_range or ("symmetric" if args.model.startswith("face_") else "unit")
     cfg = get_config(args.model, in_shape=train.shape, latent=args.latent, output_range=output_range)
     model = build(cfg, seed=args.seed)
@@ -153,10 +148,14 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     if args.normal_classes:
         metrics["test_auc_l2"] = float(scoring.roc(test.labels.numpy(), errs["l2"])["auc"])
     log(", ".join(f"{k} {v:.5g}" for k, v in metrics.items()))
-    dataset = {"name": train.name, "key": args.dataset if not Path(args.dataset).suffix else None,
-               "source": train.source, "n_train": len(train),
-               "n_val": len(test), "normal_classes": _parse_classes(args.normal_classes),
-               "processes": world}
+    from . import data
+
+    classes = _parse_classes(args.normal_classes)
+    dataset = checkpoints.DataInfo(
+        name=train.name, key=args.dataset if args.dataset in data.DATASETS else "",
+        split=str(train.extra.get("split", "train")), n_train=len(train), n_val=len(test),
+        classes=None if train.classes is None else tuple(train.classes),
+        normal_classes=None if classes is None else tuple(sorted(classes))).to_dict()
     out = args.out or f"runs/{train.name}-{cfg.preset or cfg.family}-z{cfg.latent}.safetensors"
     path = checkpoints.save(out, model, dtype=dtype, name=args.name or Path(out).stem, dataset=dataset,
                             train_config=result.config.to_dict(), history=result.history.to_dict(),
