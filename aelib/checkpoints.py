@@ -353,3 +353,16 @@ def describe(meta: object) -> str:
     if normal is not None:
         parts.append("normal " + ",".join(str(c) for c in normal))
     return ", ".join(parts)
+
+
+def _flat(prefix: str, d: dict) -> dict:
+    return {f"{prefix}.{k}": (tuple(v) if isinstance(v, list) else v) for k, v in d.items()
+            if not isinstance(v, dict)}
+
+
+def differences(metas: list[dict]) -> dict[str, list]:
+    """{"model.latent": [32, 16], "train.lr": [...], ...}: the model and training settings in which
+    these checkpoints' metadata differ (one value per checkpoint, None where one lacks it)."""
+    flats = [{**_flat("model", _section(m, "model")), **_flat("train", _section(m, "train"))} for m in metas]
+    keys = sorted({k for f in flats for k in f})
+    return {k: [f.get(k) for f in flats] for k in keys if len({repr(f.get(k)) for f in flats}) > 1}

@@ -339,12 +339,7 @@ def latent_map(model: nn.Module, images_uint8: ImagesLike, method: str = "pca",
         return coords, None
     if n < 2:
         raise DataError(f"A PCA map needs at least 2 images, got {n}.")
-    k = min(2, d)
-    pca = PCA(n_components=k, random_state=0).fit(z)
-    coords[:, :k] = pca.transform(z)
-    explained = np.zeros(2)
-    explained[:k] = np.nan_to_num(pca.explained_variance_ratio_)
-    return coords, explained
+    return project_codes(z, "pca")
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,3 +484,93 @@ def select_images(n: int, labels: ArrayLike | Sequence[int] | None = None, mode:
     if len(found) == 0:
         raise DataError(f"No images of class {cls!r} in these {total} images.")
     return found[:n].astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Exploring one model's codes: maps, neighbours, per-dimension sliders, the decoded plane
+
+PROJECTIONS = ("pca", "tsne")
+
+
+def project_codes(codes: ArrayLike, method: str = "pca", seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """2-D coordinates of flattened codes (N, D): PCA (with its explained-variance ratios) or t-SNE."""
+    if method not in PROJECTIONS:
+        raise ConfigError(f"Unknown projection {method!r}; choose from {PROJECTIONS}.")
+    z = np.asarray(codes, dtype=np.float64).reshape(len(codes), -1)
+    n, d = z.shape
+    if n < 2:
+        raise DataError(f"A map needs at least 2 images, got {n}.")
+    coords = np.zeros((n, 2))
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        if d == 1:
+            coords[:, 0] = z[:, 0]
+            return coords, None
+        perplexity = float(min(30, max(2, (n - 1) // 3)))
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z), None
+    k = min(2, d)
+    pca = PCA(n_components=k, random_state=0).fit(z)
+    coords[:, :k] = pca.transform(z)
+    explained = np.zeros(2)
+    explained[:k] = np.nan_to_num(pca.explained_variance_ratio_)
+    return coords, explained
+
+
+def nearest_codes(codes: ArrayLike, index: int, k: int = 8) -> np.ndarray:
+    """Indices of the ``k`` codes nearest to code ``index`` (Euclidean, itself excluded), nearest first."""
+    z = torch.as_tensor(np.asarray(codes), dtype=torch.float32).reshape(len(codes), -1)
+    if not 0 <= index < len(z):
+        raise DataError(f"Image {index} is not among the {len(z)} mapped images.")
+    d = torch.cdist(z[index:index + 1], z)[0]
+    d[index] = math.inf
+    k = max(0, min(k, len(z) - 1))
+    return torch.topk(d, k, largest=False).indices.numpy()
+
+
+def dims_by_spread(codes: ArrayLike, n: int) -> np.ndarray:
+    """The ``n`` latent dimensions whose codes vary most over these images, most first."""
+    z = np.asarray(codes, dtype=np.float64).reshape(len(codes), -1)
+    spread = z.std(axis=0) if len(z) > 1 else np.ones(z.shape[1])
+    return np.argsort(-spread, kind="stable")[:n]
+
+
+def decode_display(model: nn.Module, codes: ArrayLike) -> np.ndarray:
+    """Decoded display arrays of flattened codes (M, D)."""
+    return to_display(decode_latents(model, codes), model.config.output_range)
+
+
+def latent_plane(model: nn.Module, x_range: tuple[float, float], y_range: tuple[float, float],
+                 n: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The decoded grid over a 2-D latent plane: (images (n, n, ...) top row = highest y, xs, ys)."""
+    if latent_dim(model) != 2:
+        raise ConfigError(f"The decoded plane needs a 2-D latent; this model's has {latent_dim(model)} dims.")
+    xs = np.linspace(*x_range, n)
+    ys = np.linspace(*y_range, n)[::-1]
+    grid = np.array([[x, y] for y in ys for x in xs], dtype=np.float32)
+    images = decode_display(model, grid)
+    return images.reshape(n, n, *images.shape[1:]), xs, ys
+
+
+def fit_images(images_uint8: ImagesLike, in_shape: Sequence[int]) -> torch.Tensor:
+    """uint8 images (N, C, H, W) resized (antialiased) and converted (grey <-> RGB) to ``in_shape``."""
+    x = torch.as_tensor(images_uint8)
+    c, h, w = (int(v) for v in in_shape)
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or c not in (1, 3):
+        raise DataError("Images must be grey or RGB, shaped (N, C, H, W).")
+    f = x.float()
+    if f.shape[1] != c:
+        f = f.mean(1, keepdim=True) if c == 1 else f.expand(-1, 3, -1, -1)
+    if tuple(f.shape[2:]) != (h, w):
+        f = torch.nn.functional.interpolate(f, size=(h, w), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    return f.round().clamp(0, 255).to(torch.uint8)
+
+
+def percentile_of(score: float, reference: ArrayLike) -> float:
+    """Percentage of ``reference`` scores strictly below ``score`` (0-100)."""
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    if not len(ref):
+        raise DataError("No reference scores to compare with.")
+    return float(100.0 * np.mean(ref < float(score)))

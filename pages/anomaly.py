@@ -163,6 +163,10 @@ for title, largest in (("Most anomalous", True), ("Least anomalous", False)):
         gray_r,
     )
 
+# ---- one image -----------------------------------------------------------------------------------
+st.subheader("Score one image")
+anomaly.score_one_panel(chosen, scores, case, metric, gray_r)
+
 # ---- export --------------------------------------------------------------------------------------
 st.subheader("Download scores")
 c1, c2 = st.columns([3, 1], vertical_alignment="bottom")

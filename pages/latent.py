@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.express as px
 import streamlit as st
 
 from aelib import explore
 from aelib.errors import AelibError
-from aelib.ui import compute, draw, router, sources, widgets
+from aelib.ui import compute, draw, latent, router, sources, widgets
 from aelib.ui.sources import Images
 from aelib.ui.state import kept
 
@@ -69,7 +68,9 @@ def image_picker(label: str, default: int, key: str) -> tuple[Images, str]:
     return test.take([i]), f"#{i}"
 
 
-tab_i, tab_p, tab_t, tab_m = st.tabs(["Interpolation", "Prior samples", "Traversal", "Latent map"])
+tab_i, tab_p, tab_t, tab_m, tab_s, tab_g = st.tabs(
+    ["Interpolation", "Prior samples", "Traversal", "Latent map", "Sliders", "Decoded plane"]
+)
 
 with tab_i:
     c1, c2, c3 = st.columns([2, 2, 3])
@@ -153,31 +154,14 @@ with tab_t:
     draw.strip(trav, gray_r, captions=[f"{v:+.1f}" for v in np.linspace(-3, 3, n_steps)])
 
 with tab_m:
-    n_map = min(len(test), 2000)
-    if n_map < 2:
-        st.info(f"The latent map needs at least 2 test images; this dataset has {n_map}.")
-    else:
-        coords, explained = compute.latent_map(mc, test.head(n_map))
-        labels = data.test.labels[:n_map].numpy() if data.labelled else np.zeros(n_map, dtype=int)
-        names = [data.classes[i] for i in labels] if data.labelled else ["image"] * n_map
-        fig = px.scatter(
-            x=coords[:, 0],
-            y=coords[:, 1],
-            color=names,
-            hover_name=[f"#{i}" for i in range(n_map)],
-            labels={"x": "PC 1", "y": "PC 2", "color": "class"},
-            opacity=0.8,
-            height=520,
-            category_orders={"color": list(data.classes or [])},
-            color_discrete_sequence=draw.CLASS_COLOURS,
-        )
-        fig.update_traces(marker=dict(size=5))
-        fig.update_layout(margin=dict(l=10, r=10, t=10, b=10))
-        st.plotly_chart(fig, key="aelib.l_map")
-        share = (
-            "" if explained is None else f"; the two components explain {explained.sum():.0%} of the variance"
-        )
-        st.caption(
-            f"PCA of the latent {'means (mu)' if mc.vae else 'codes'} of the first {n_map:,} test "
-            f"images{share}. Hover for the index."
-        )
+    latent.map_panel(mc, data, gray_r)
+
+with tab_s:
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        start, tag = image_picker("Start image", 0, "aelib.l_s")
+    with c2:
+        latent.slider_panel(mc, data, start, tag, gray_r)
+
+with tab_g:
+    latent.plane_panel(mc, data, gray_r)

@@ -19,7 +19,7 @@ from aelib.worker import get_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "streamlit_app.py")
-PAGES = ["home", "training", "reconstruction", "latent", "anomaly"]
+PAGES = ["home", "training", "reconstruction", "latent", "anomaly", "compare"]
 TIMEOUT = 60
 CHROMIUM = Path("/usr/bin/chromium")
 # Only 127.0.0.1 is reachable: the app must not need anything from the internet.

@@ -64,7 +64,8 @@ def test_page_renders_with_its_key_widgets(env, page):
         "latent": {"aelib.l_model", "aelib.l_steps", "aelib.l_method", "aelib.l_scrub", "aelib.l_temp",
                    "aelib.l_dim"},
         "anomaly": {"aelib.a_mode", "aelib.a_normals", "aelib.a_models", "aelib.a_metric",
-                    "aelib.a_thr_model", "aelib.a_k"},
+                    "aelib.a_thr_model", "aelib.a_k", "aelib.a_one_model"} - {"aelib.a_one_model"},
+        "compare": {"aelib.c_models"},
     }[page]
     assert expected <= keys, expected - keys
     assert not at.error
@@ -287,3 +288,62 @@ def test_anomaly_page_trains_a_one_class_model_on_request(env):
     assert f"run:{run.id}" in at.multiselect(key="aelib.a_models").value
     assert any("(one-class)" in o for o in at.multiselect(key="aelib.a_models").options)
     assert not at.warning and not at.exception
+
+
+def test_latent_page_maps_with_tsne_slides_dimensions_and_explains_the_plane(env):
+    at = goto(new_app(), "latent")
+    at.radio(key="aelib.l_proj").set_value("tsne").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "t-SNE of the latent" in texts(at.caption)
+    sliders = [s for s in at.slider if str(s.key).startswith("aelib.l_sl_")]
+    assert len(sliders) == 8  # the tiny models' latent has 8 dims: one slider each
+    sliders[0].set_value(sliders[0].max).run()
+    assert not at.exception
+    assert "2-D latent" in texts(at.info)  # the decoded plane explains what it needs
+
+
+def test_a_2d_vae_gets_the_decoded_plane(env, folders):
+    model = build(get_config("vae", (1, 28, 28), latent=2), seed=0)
+    at = new_app()
+    raw = checkpoints.to_bytes(model, checkpoints.make_metadata(model, name="z2", dataset={"name": "MNIST"}))
+    at.sidebar.file_uploader(key="aelib.ckpt_upload").upload("z2.safetensors", raw).run()
+    goto(at, "latent")
+    at.selectbox(key="aelib.l_model").set_value(next(o for o in at.selectbox(key="aelib.l_model").options
+                                                     if "z2" in o)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "2-D latent" not in texts(at.info)
+    assert at.slider(key="aelib.l_plane_n").value == 12  # the grid is drawn, with its size slider
+
+
+def test_score_one_image_gives_its_percentile_among_normal_scores(env):
+    at = goto(new_app(), "anomaly")
+    from PIL import Image
+    png = io.BytesIO()
+    Image.fromarray(np.full((40, 30), 255, dtype=np.uint8)).save(png, "PNG")  # all white, another size
+    at.file_uploader(key="aelib.a_one_up").upload("white.png", png.getvalue()).run()
+    assert not at.exception, [e.value for e in at.exception]
+    labels = [m.label for m in at.metric]
+    assert "Percentile among normal test images" in labels, labels
+    pct = next(m.value for m in at.metric if m.label.startswith("Percentile"))
+    assert float(pct.rstrip("%")) > 90  # a white page reconstructs worse than nearly every test digit
+
+
+def test_compare_page_overlays_runs_and_lists_what_differs(env):
+    at = goto(new_app(), "training")
+    at.number_input(key="aelib.t_subset").set_value(300)
+    at.number_input(key="aelib.t_epochs_fcn").set_value(1)
+    at.button(key="aelib.t_start").click().run()
+    first = list(at.session_state["aelib.runs"].values())[-1]
+    _wait(first)
+    at.run()
+    at.number_input(key="aelib.t_latent_fcn").set_value(8)
+    at.number_input(key="aelib.t_epochs_fcn").set_value(2)
+    at.button(key="aelib.t_start").click().run()
+    second = list(at.session_state["aelib.runs"].values())[-1]
+    _wait(second)
+    goto(at, "compare")
+    picked = at.multiselect(key="aelib.c_models").value
+    assert f"run:{first.id}" in picked and f"run:{second.id}" in picked
+    table = at.dataframe[-1].value
+    assert {"model.latent", "train.epochs"} <= set(table.index), table.index
+

@@ -154,3 +154,20 @@ def test_no_code_path_calls_torch_load():
     sources = [p.read_text() for p in (REPO / "aelib").rglob("*.py")]
     sources += [p.read_text() for p in (REPO / "pages").glob("*.py")]
     assert not any("torch.load(" in s or "allow_pickle=True" in s for s in sources)
+
+
+def test_differences_lists_only_the_settings_that_differ():
+    from aelib.models import build, get_config
+
+    a = ckpt.make_metadata(build(get_config("fcn", (1, 28, 28), latent=8)), train_config={"lr": 1e-3})
+    b = ckpt.make_metadata(build(get_config("fcn", (1, 28, 28), latent=16)), train_config={"lr": 1e-3})
+    assert ckpt.differences([a, b]) == {"model.latent": [8, 16]}
+    assert ckpt.differences([a, a]) == {}
+
+
+def test_data_info_reads_the_new_schema_and_old_extra_sections():
+    new = {"dataset": ckpt.DataInfo(name="MNIST", key="mnist", normal_classes=(3, 1)).to_dict()}
+    assert ckpt.DataInfo.from_meta(new).normal_classes == (1, 3)
+    old = {"dataset": {"name": "MNIST"}, "extra": {"normal_classes": [1]}}
+    assert ckpt.DataInfo.from_meta(old).normal_classes == (1,)
+    assert ckpt.DataInfo.from_meta({"dataset": "oops"}) == ckpt.DataInfo()

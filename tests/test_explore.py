@@ -8,7 +8,7 @@ import torch
 
 from aelib import explore
 from aelib.errors import ConfigError, DataError
-from aelib.models import ModelConfig, build
+from aelib.models import ModelConfig, build, get_config
 
 
 def _model(family: str, in_shape=(1, 16, 16), latent: int | None = 4, hidden=(4, 8), **kw):
@@ -217,3 +217,55 @@ def test_select_images_modes_and_errors():
         explore.select_images(2, labels, mode="sideways")
     with pytest.raises(ConfigError):
         explore.select_images(2)
+
+
+# ---- exploring codes: maps, neighbours, sliders, the decoded plane, one image -------------------
+
+def test_project_codes_pca_matches_latent_map_and_tsne_separates_clusters():
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(0, 0.1, (60, 6)), rng.normal(5, 0.1, (60, 6))])
+    coords, explained = explore.project_codes(z, "tsne")
+    assert coords.shape == (120, 2) and explained is None
+    a, b = coords[:60].mean(0), coords[60:].mean(0)
+    spread = max(coords[:60].std(0).max(), coords[60:].std(0).max())
+    assert np.linalg.norm(a - b) > 3 * spread  # the two clusters stay apart
+    pca, ratio = explore.project_codes(z, "pca")
+    assert ratio[0] > 0.9 and abs(np.corrcoef(pca[:, 0], np.r_[np.zeros(60), np.ones(60)])[0, 1]) > 0.99
+    with pytest.raises(ConfigError):
+        explore.project_codes(z, "umap")
+
+
+def test_nearest_codes_are_nearest_first_and_exclude_the_image_itself():
+    z = np.array([[0.0], [10.0], [1.0], [3.0], [-2.0]])
+    assert explore.nearest_codes(z, 0, 3).tolist() == [2, 4, 3]
+    assert len(explore.nearest_codes(z, 0, 99)) == 4
+    with pytest.raises(DataError):
+        explore.nearest_codes(z, 7)
+
+
+def test_dims_by_spread_orders_dimensions_by_their_variation():
+    z = np.stack([np.zeros(50), np.linspace(0, 5, 50), np.linspace(0, 1, 50)], axis=1)
+    assert explore.dims_by_spread(z, 2).tolist() == [1, 2]
+
+
+def test_latent_plane_decodes_a_grid_with_the_highest_y_on_top():
+    model = build(get_config("vae", (1, 28, 28), latent=2), seed=0)
+    images, xs, ys = explore.latent_plane(model, (-1, 1), (-2, 2), 4)
+    assert images.shape == (4, 4, 28, 28) and xs[0] == -1 and ys[0] == 2
+    top_left = explore.decode_display(model, np.array([[-1.0, 2.0]], np.float32))[0]
+    np.testing.assert_allclose(images[0, 0], top_left, atol=1e-6)
+    with pytest.raises(ConfigError):
+        explore.latent_plane(build(get_config("vae", (1, 28, 28), latent=3), seed=0), (0, 1), (0, 1))
+
+
+def test_fit_images_resizes_and_converts_channels():
+    rgb = torch.full((2, 3, 50, 40), 200, dtype=torch.uint8)
+    grey = explore.fit_images(rgb, (1, 28, 28))
+    assert grey.shape == (2, 1, 28, 28) and grey.dtype == torch.uint8 and int(grey[0, 0, 5, 5]) == 200
+    assert explore.fit_images(grey, (3, 64, 64)).shape == (2, 3, 64, 64)
+
+
+def test_percentile_of_counts_reference_scores_below():
+    assert explore.percentile_of(0.5, np.linspace(0, 1, 101)) == pytest.approx(100 * 50 / 101)
+    with pytest.raises(DataError):
+        explore.percentile_of(1.0, [])

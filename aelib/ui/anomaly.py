@@ -259,3 +259,69 @@ def threshold_panel(
             index=["normal", "anomalous"],
         )
     )
+
+
+def _one_picture(up) -> object:
+    from ..data import load_images
+
+    return load_images(up, max_images=1, max_bytes=64 * 1024**2)
+
+
+def score_one_panel(
+    models: list[ModelChoice], scores: dict[str, np.ndarray], case: Case, metric: str, gray_r: bool
+) -> None:
+    """One uploaded (or photographed) image: its reconstruction, error map, score, and where the score
+    falls among the normal test images' scores."""
+    from .. import explore
+    from . import draw, widgets
+
+    c1, c2 = st.columns(2)
+    with c1:
+        up = sources.kept_upload(
+            "aelib.a_one_up", "An image (PNG / JPEG)", ["png", "jpg", "jpeg"], _one_picture
+        )
+    shot = (
+        c2.camera_input("Or take a picture", key="aelib.a_one_cam")
+        if c2.toggle("Use the camera", False, key="aelib.a_one_cam_on")
+        else None
+    )
+    if shot is not None:
+        try:
+            image, name = _one_picture(shot), "camera picture"
+        except AelibError as exc:
+            st.error(str(exc))
+            return
+    elif up is not None:
+        image, name = up.value, up.name
+    else:
+        st.caption("Upload an image to score it with the models above; it is resized to the model's input.")
+        return
+    m = widgets.pick_model("Model", models, "aelib.a_one_model")
+    x = explore.fit_images(image[:1], m.in_shape)
+    one = Images(f"one:{state.digest(shot) if shot is not None else up.sha}:{m.in_shape}", x)
+    use = metric if metric != "elbo" or m.vae else "l2"
+    score = float(compute.errors(m, one, (use,))[use][0])
+    ref = scores[m.id] if case.labels is None else scores[m.id][case.labels == 0]
+    pct = explore.percentile_of(score, ref)
+    thr = st.session_state.get(f"aelib.a_thr_{m.id}_{metric}")
+    g = compute.gallery(m, one)
+    draw.image_rows(
+        [
+            ("image", g["original"], [name]),
+            ("reconstruction", g["reconstruction"], [f"{score:.4g}"]),
+            ("|error|", draw.heatmap(g["abs_error"], vmax=0.5), None),
+        ],
+        gray_r,
+    )
+    a, b, c = st.columns(3)
+    a.metric(f"Score ({use})", f"{score:.4g}")
+    b.metric(
+        "Percentile among normal test images" if case.labels is not None else "Percentile among test images",
+        f"{pct:.1f}%",
+    )
+    if thr is None:
+        c.metric("Flagged", "—", help="Set a threshold in the Threshold panel (needs labelled test images).")
+    else:
+        c.metric(
+            "Flagged at the threshold", "anomaly" if score >= thr else "normal", help=f"threshold {thr:.5g}"
+        )

@@ -81,3 +81,20 @@ def psnr_db(mse: np.ndarray, value_range: tuple[float, float]) -> float:
 def single(image: torch.Tensor, key: str) -> Images:
     """One image (C, H, W) as ``Images`` of length 1."""
     return Images(key, image[None])
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH)
+def projection(m: ModelChoice, images: Images, method: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """2-D map of the images' codes (PCA or t-SNE), computed once per model, images and method."""
+    return explore.project_codes(codes(m, images), method)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
+def decoded(m: ModelChoice, z: np.ndarray) -> np.ndarray:
+    """Display arrays of decoded flattened codes (M, D)."""
+    return explore.decode_display(m.model, z)
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH)
+def plane(m: ModelChoice, x_range: tuple[float, float], y_range: tuple[float, float], n: int):
+    return explore.latent_plane(m.model, x_range, y_range, n)

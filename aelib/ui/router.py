@@ -58,6 +58,13 @@ PAGES = [
         "One-class or uploaded sets: score histograms, ROC/AUC, threshold, galleries.",
         "aelib.a_",
     ),
+    PageSpec(
+        "pages/compare.py",
+        "Compare runs",
+        ":material/stacked_line_chart:",
+        "Runs side by side: loss curves, what differs, final MSE and time.",
+        "aelib.c_",
+    ),
 ]
 _BY_FILE = {Path(p.file).name: p for p in PAGES}
 _router = threading.local()  # Streamlit runs each session's script in its own thread

@@ -1,0 +1,84 @@
+"""Compare runs: loss curves overlaid, what differs in their settings, final validation MSE and time."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from aelib import checkpoints
+from aelib.train import History
+from aelib.ui import router
+
+fr = router.page(__file__)
+st.caption("Any of this session's runs and the server's models, side by side.")
+models = [m for m in fr.all_models if (m.meta or {}).get("history", {}).get("epoch")]
+if not models:
+    st.info("No model with a recorded training history yet: train one on the Training page.")
+    st.stop()
+by_id = {m.id: m for m in models}
+default = [m.id for m in models if m.origin == "session"][-4:] or [m.id for m in fr.models if m.id in by_id][
+    :4
+]
+picked = [
+    by_id[i]
+    for i in st.multiselect(
+        "Models", list(by_id), default=default, key="aelib.c_models", format_func=lambda i: by_id[i].label
+    )
+]
+if not picked:
+    st.info("Pick two or more models to compare.")
+    st.stop()
+
+fig = go.Figure()
+rows = []
+for m in picked:
+    h = History.from_dict(m.meta["history"])
+    val = [v for v in h.val_mse if not math.isnan(v)]
+    fig.add_scatter(
+        x=h.epoch,
+        y=h.val_mse if val else h.train_loss,
+        mode="lines+markers",
+        name=m.name + ("" if val else " (train loss)"),
+    )
+    rows.append(
+        {
+            "model": m.name,
+            "epochs": len(h.epoch),
+            "final val MSE": val[-1] if val else None,
+            "best val MSE": min(val) if val else None,
+            "seconds": round(sum(h.seconds), 1),
+            "about": checkpoints.describe(m.meta),
+        }
+    )
+fig.update_layout(
+    xaxis_title="epoch",
+    yaxis_title="validation MSE",
+    height=380,
+    yaxis_type="log",
+    margin=dict(l=10, r=10, t=10, b=10),
+    legend=dict(orientation="h", y=-0.25),
+)
+st.plotly_chart(fig, key="aelib.c_chart")
+st.dataframe(
+    pd.DataFrame(rows),
+    hide_index=True,
+    column_config={
+        k: st.column_config.NumberColumn(format="%.5f") for k in ("final val MSE", "best val MSE")
+    },
+)
+
+st.subheader("What differs")
+diff = checkpoints.differences([m.meta for m in picked])
+if len(picked) < 2:
+    st.caption("Pick a second model to see what differs.")
+elif not diff:
+    st.caption("Their model and training settings are the same; only their data may differ.")
+else:
+    st.dataframe(
+        pd.DataFrame(
+            {m.name: [str(v[j]) for v in diff.values()] for j, m in enumerate(picked)}, index=list(diff)
+        )
+    )
