@@ -135,7 +135,7 @@ else:
         if settings.read_only():
             c3.caption("Saving is off on this server (read-only): download the checkpoint instead.")
         elif c3.button(
-            "Save on this server",
+            "Save to checkpoints/",
             key="aelib.t_save",
             icon=":material/save:",
             help="Saved models are listed for every user of this server, never picked by default.",
