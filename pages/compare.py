@@ -10,7 +10,7 @@ import streamlit as st
 
 from aelib import checkpoints
 from aelib.train import History
-from aelib.ui import router
+from aelib.ui import draw, router
 
 fr = router.page(__file__)
 st.caption("Any of this session's runs and the server's models, side by side.")
@@ -53,22 +53,8 @@ for m in picked:
             "about": checkpoints.describe(m.meta),
         }
     )
-fig.update_layout(
-    xaxis_title="epoch",
-    yaxis_title="validation MSE",
-    height=380,
-    yaxis_type="log",
-    margin=dict(l=10, r=10, t=10, b=10),
-    legend=dict(orientation="h", y=-0.25),
-)
-st.plotly_chart(fig, key="aelib.c_chart")
-st.dataframe(
-    pd.DataFrame(rows),
-    hide_index=True,
-    column_config={
-        k: st.column_config.NumberColumn(format="%.5f") for k in ("final val MSE", "best val MSE")
-    },
-)
+st.plotly_chart(draw.chart_layout(fig, "epoch", "validation MSE", 380, log="y"), key="aelib.c_chart")
+draw.table(rows, five_digits=("final val MSE", "best val MSE"))
 
 st.subheader("What differs")
 diff = checkpoints.differences([m.meta for m in picked])

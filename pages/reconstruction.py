@@ -95,13 +95,7 @@ st.caption(
     "Numbers under the images: per-image MSE in the model's pixel range. Error rows: "
     "|reconstruction - original|, dark = small, yellow = large (same scale for every model)."
 )
-st.dataframe(
-    pd.DataFrame(table),
-    hide_index=True,
-    column_config={
-        k: st.column_config.NumberColumn(format="%.5f") for k in ("MSE (shown)", "MSE (test set)")
-    },
-)
+draw.table(table, five_digits=("MSE (shown)", "MSE (test set)"))
 
 # ---- per-class error --------------------------------------------------------------------------------------
 st.subheader("Error per class")

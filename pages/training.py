@@ -217,14 +217,10 @@ else:
                 name="final val MSE",
             )
         )
-        fig.update_layout(
-            xaxis_title="latent size",
-            yaxis_title="final validation MSE",
-            height=300,
-            xaxis_type="log",
-            margin=dict(l=10, r=10, t=20, b=10),
+        st.plotly_chart(
+            draw.chart_layout(fig, "latent size", "final validation MSE", 300, log="x"),
+            key="aelib.t_sweep_chart",
         )
-        st.plotly_chart(fig, key="aelib.t_sweep_chart")
         few = data.test_images.head(8)
         rows = [("original", explore.to_display(few.tensor), None)]
         by_run = {m.id: m for m in fr.all_models}

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -116,4 +117,27 @@ def loss_figure(history, title: str = "Loss per epoch") -> go.Figure:
         margin=dict(l=10, r=10, t=40, b=10),
         legend=dict(orientation="h", y=-0.25),
     )
+    return fig
+
+
+def table(rows, five_digits: Sequence[str] = ()) -> None:
+    """A data frame (or list of row dicts) without its index; ``five_digits`` columns shown as %.5f."""
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={k: st.column_config.NumberColumn(format="%.5f") for k in five_digits},
+    )
+
+
+def chart_layout(fig: go.Figure, x: str, y: str, height: int, log: str = "") -> go.Figure:
+    """The dashboard's plain chart frame: axis titles, tight margins, legend below, optional log axis."""
+    fig.update_layout(
+        xaxis_title=x,
+        yaxis_title=y,
+        height=height,
+        margin=dict(l=10, r=10, t=20, b=10),
+        legend=dict(orientation="h", y=-0.25),
+    )
+    if log:
+        fig.update_layout(**{f"{log}axis_type": "log"})
     return fig
