@@ -17,6 +17,7 @@ the autograd path. ``TrainConfig(engine="autograd")`` forces autograd.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _ACTS = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Identity: "identity"}
@@ -92,10 +93,12 @@ class MLPStep:
             elif act == "sigmoid":
                 z.sigmoid_()
             h.append(z)
+        # The loss through the very op autograd's path calls (same kernel, same inputs), so the
+        # logged loss is bitwise equal to it: a BLAS dot of the difference sums in another order,
+        # and which order depends on the CPU (MKL picks its code path by vendor).
+        loss = F.mse_loss(h[-1].view(target.shape), target)
         diff = torch.sub(h[-1], target.reshape(n, -1), out=grads[-1])
-        flat = diff.view(-1)
-        loss = torch.dot(flat, flat) / flat.numel()
-        g = diff.mul_(2.0 / flat.numel())  # d(mean squared error) / d(output)
+        g = diff.mul_(2.0 / diff.numel())  # d(mean squared error) / d(output)
         aten = torch.ops.aten
         for j in range(len(self.layers) - 1, -1, -1):
             w, b, act = self.layers[j]
