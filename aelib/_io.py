@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+STALE_TMP_S = 15 * 60  # far longer than any write takes, so a live writer's file is never taken
+
+
+def remove_stale_temps(path: str | os.PathLike, max_age_s: float = STALE_TMP_S) -> int:
+    """Remove temp files of killed writes of ``path`` (``.NAME.*.tmp``) older than ``max_age_s``.
+
+    Returns how many were removed. A temp file still being written is fresh, so it stays.
+    """
+    path = Path(path)
+    now, n = time.time(), 0
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if tmp.is_file() and not tmp.is_symlink() and now - tmp.stat().st_mtime > max_age_s:
+                    tmp.unlink()
+                    n += 1
+    return n
 
 
 @contextlib.contextmanager
@@ -16,10 +36,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator
 
     A crash or an exception at any point leaves either the old file or the new one, never a
     half-written file (the temp file is removed on exceptions; a killed process may leave a
-    ``.NAME.*.tmp`` beside it, which nothing reads).
+    ``.NAME.*.tmp`` beside it, which nothing reads and the next write of ``NAME`` removes once it
+    is older than ``STALE_TMP_S``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
