@@ -55,3 +55,32 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def check_writable(path: str | os.PathLike, what: str = "The output") -> Path:
+    """Refuse, before any work, a ``path`` that cannot become a file: an existing folder, a place under
+    a file, or a folder that refuses new files. Probes with a temp file that it removes at once."""
+    from .errors import OutputError
+
+    p = Path(path)
+    shown = str(path) if len(str(path)) <= 120 else str(path)[:117] + "..."
+    try:
+        if p.is_dir():
+            raise OutputError(f"{what} '{shown}' is a folder; give a file name.")
+        anc = p.absolute().parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise OutputError(f"{what} '{shown}' would be inside '{anc.name}', which is a file, "
+                              "not a folder.")
+        fd, tmp = tempfile.mkstemp(dir=anc, prefix=".aelib-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{what} '{shown}' cannot be written ({exc.strerror or type(exc).__name__}).") \
+            from None
+    except ValueError:  # a NUL byte
+        raise OutputError(f"{what} path cannot contain a NUL character.") from None
+    return p

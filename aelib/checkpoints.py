@@ -332,6 +332,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if path.suffix in (".json",):
         path = path.with_suffix(".safetensors")
+    elif path.suffix != ".safetensors" and not path.exists():  # as save() names it
+        path = path.with_name(path.name + ".safetensors")
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {path}.")
     size = path.stat().st_size
