@@ -14,18 +14,19 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
 from ._io import atomic_open
 from .errors import CheckpointError, ConfigError
-from .models import ModelConfig, build
+from .models import ModelConfig, build, reconstruct
 
 FORMAT = "aelib-checkpoint"
 FORMAT_VERSION = 1
@@ -99,6 +100,10 @@ def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None,
 
     Give either a ready ``meta`` dict (from :func:`make_metadata`) or its keyword arguments.
     Returns the path of the weights file; a ``.json`` sidecar is written beside it.
+
+    Nothing is written unless :func:`load` would accept the result: weights that are NaN or
+    infinite once stored in ``dtype`` (float16 overflows above 65504), or a model whose outputs
+    are not finite, raise :class:`CheckpointError` and leave an existing file as it was.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -108,9 +113,94 @@ def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None,
     elif meta_kw:
         raise TypeError("Pass either meta or metadata keywords, not both.")
     data = to_bytes(model, meta, dtype)
+    header, _ = _header(data, "The model")
+    _metadata(header, "The model")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    problem = _weights_problem(state, model.state_dict()) or _outputs_problem(model.config, state)
+    if problem:
+        raise CheckpointError(f"The model was not saved, so {path.name} is unchanged: {problem}.")
+    sidecar = path.with_suffix(".json")
+    # The sidecar goes first and comes back last: a save killed half-way leaves no sidecar rather
+    # than one describing other weights.
+    sidecar.unlink(missing_ok=True)
     _atomic_write(path, data)
-    _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1, allow_nan=True).encode())
+    _atomic_write(sidecar, json.dumps(meta, indent=1, allow_nan=True).encode())
     return path
+
+
+# ---- reading untrusted bytes ------------------------------------------------------------------
+
+MAX_HEADER_BYTES = 16 * 2**20    # the safetensors JSON header: tensor table plus metadata
+MAX_METADATA_BYTES = 4 * 2**20   # aelib's JSON; the shipped ones are ~10 kB
+MAX_JSON_DEPTH = 32              # aelib writes at most 4 levels
+MAX_TENSORS = 1024
+DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _json(raw: bytes, what: str, part: str):
+    """Parse untrusted JSON with its nesting bounded first, so no parser recursion can blow up."""
+    if not raw or raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        bare = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+        step = np.isin(bare, (ord("["), ord("{"))).astype(np.int32) - np.isin(bare, (ord("]"), ord("}")))
+        if bare.size and int(np.cumsum(step).max()) > MAX_JSON_DEPTH:
+            raise CheckpointError(f"{what} has {part} nested more than {MAX_JSON_DEPTH} levels deep.")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{what} has {part} that is not valid JSON.") from None
+
+
+def _header(data: bytes, what: str) -> tuple[dict, int]:
+    """The safetensors header (tensor table and ``__metadata__``), checked; and its length."""
+    n = int.from_bytes(data[:8], "little")
+    if n < 2 or n > MAX_HEADER_BYTES or 8 + n > len(data):
+        raise CheckpointError(f"{what} is not a valid safetensors file (its header length is wrong).")
+    header = _json(data[8:8 + n], what, "a safetensors header")
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{what} is not a valid safetensors file (its header is not an object).")
+    if len(header) > MAX_TENSORS + 1:
+        raise CheckpointError(f"{what} holds {len(header):,} tensors; at most {MAX_TENSORS} are allowed.")
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or \
+                not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in entry["shape"]):
+            raise CheckpointError(f"{what}: weight {_name(key)} has a malformed entry in its header.")
+        if entry.get("dtype") not in DTYPES:
+            raise CheckpointError(f"{what}: weight {_name(key)} is stored as {_name(entry.get('dtype'))}; "
+                                  "aelib reads float16, bfloat16, float32 and float64 weights only.")
+    return header, n
+
+
+def _name(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _metadata(header: dict, what: str) -> dict:
+    """aelib's metadata from a checked header: the right format, typed sections, a valid model config."""
+    extra = header.get("__metadata__") or {}
+    raw = extra.get(META_KEY) if isinstance(extra, dict) else None
+    if not isinstance(raw, str):
+        raise CheckpointError(f"{what} is a safetensors file without aelib metadata, so its model "
+                              "cannot be rebuilt. Save checkpoints with aelib (or the dashboard).")
+    raw = raw.encode()
+    if len(raw) > MAX_METADATA_BYTES:
+        raise CheckpointError(f"{what} carries {len(raw) / 2**20:.0f} MB of metadata; at most "
+                              f"{MAX_METADATA_BYTES // 2**20} MB are allowed.")
+    meta = _json(raw, what, "metadata")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{what} is a safetensors file without aelib metadata, so its model "
+                              "cannot be rebuilt. Save checkpoints with aelib (or the dashboard).")
+    _check_sections(meta, what)
+    try:
+        ModelConfig.from_dict(meta.get("model"))
+    except ConfigError as exc:
+        raise CheckpointError(f"{what} has an invalid model config: {exc}") from None
+    return meta
 
 
 def _parse(data: bytes, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -122,25 +212,21 @@ def _parse(data: bytes, what: str) -> tuple[dict, dict[str, torch.Tensor]]:
         raise CheckpointError(f"{what} is not a safetensors file. aelib loads only .safetensors "
                               "checkpoints (pickled .pt/.pth files are refused: loading them can run "
                               "code).")
+    # Header and metadata first: a config that is invalid or too costly is refused before any
+    # tensor is read.
+    header, _ = _header(data, what)
+    meta = _metadata(header, what)
     try:
         tensors = st_load(data)
-    except (SafetensorError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
-        raise CheckpointError(f"{what} is not a valid safetensors file ({exc}). aelib loads only "
-                              ".safetensors checkpoints.") from None
-    header_len = int.from_bytes(data[:8], "little")
-    try:
-        header = json.loads(data[8:8 + header_len])
-        raw = header.get("__metadata__", {}).get(META_KEY)
-        meta = json.loads(raw) if raw is not None else None
-    except (ValueError, AttributeError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{what} is a safetensors file without aelib metadata, so its model "
-                              "cannot be rebuilt. Save checkpoints with aelib (or the dashboard).")
-    _check_sections(meta, what)
+    except Exception as exc:  # noqa: BLE001 - any failure of the parser on untrusted bytes is the file's
+        raise CheckpointError(f"{what} is not a valid safetensors file ({_one_line(exc)}). aelib loads "
+                              "only .safetensors checkpoints.") from None
     return meta, tensors
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
 _SECTIONS = {"model": dict, "dataset": dict, "train": dict, "history": dict, "metrics": dict,
              "extra": dict, "normalisation": dict, "versions": dict, "name": (str, type(None))}
 
@@ -162,40 +248,76 @@ def _check_sections(meta: dict, what: str) -> None:
         raise CheckpointError(f"{what}: its metadata 'history' should map names to lists of numbers.")
 
 
+def _weights_problem(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str | None:
+    """Why ``tensors`` cannot be the weights of a model whose state dict is ``expected``, or None."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        return (f"the weights do not match its config (missing {missing[:3]}"
+                f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                f"{'...' if len(unexpected) > 3 else ''})")
+    for k, v in expected.items():
+        t = tensors[k]
+        if tuple(t.shape) != tuple(v.shape):
+            return f"weight {k!r} has shape {tuple(t.shape)} but the config needs {tuple(v.shape)}"
+        if not t.is_floating_point():
+            return f"weight {k!r} is {t.dtype}, not floating point"
+        # Checked as the model will hold it: float64 values past float32's range become infinite.
+        if not torch.isfinite(t.to(v.dtype)).all():
+            return f"weight {k!r} holds NaN or infinite values"
+    return None
+
+
+def _probes(cfg: ModelConfig) -> torch.Tensor:
+    """Three inputs at the edges and middle of the pixel range, plus noise: a sane model maps them
+    all to finite latents and outputs."""
+    lo, hi = cfg.value_range
+    g = torch.Generator().manual_seed(0)
+    noise = lo + (hi - lo) * torch.rand((1, *cfg.in_shape), generator=g)
+    flat = torch.tensor([lo, hi], dtype=torch.float32).view(2, 1, 1, 1).expand(2, *cfg.in_shape)
+    return torch.cat([flat, noise])
+
+
+def _outputs_problem(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> str | None:
+    """Why a model of ``cfg`` with weights ``state`` gives non-finite latents or outputs, or None."""
+    model = build(cfg)
+    model.load_state_dict({k: state[k].to(v.dtype) for k, v in model.state_dict().items()})
+    return _model_outputs_problem(model)
+
+
+@torch.no_grad()
+def _model_outputs_problem(model: nn.Module) -> str | None:
+    model.eval()
+    x = _probes(model.config)
+    z = model.encode(x)
+    for part in z if isinstance(z, tuple) else (z,):
+        if not torch.isfinite(part).all():
+            return "its latent codes are NaN or infinite even for plain images, so its weights are unusable"
+    if not torch.isfinite(reconstruct(model, x)).all():
+        return "its reconstructions are NaN or infinite even for plain images, so its weights are unusable"
+    return None
+
+
 def _rebuild(meta: dict, tensors: dict[str, torch.Tensor], what: str) -> nn.Module:
     try:
         cfg = ModelConfig.from_dict(meta.get("model"))
     except ConfigError as exc:
         raise CheckpointError(f"{what} has an invalid model config: {exc}") from None
-    # Shapes are checked on the meta device first: a 1 kB upload may declare a terabyte-sized
-    # model, and nothing is allocated until its config agrees with the weights it really carries.
-    try:
-        with torch.device("meta"):
-            expected = build(cfg).state_dict()
-    except (RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{what}: its model config cannot be built ({exc}).") from None
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{what}: the weights do not match its {cfg.family} config "
-            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}).")
-    for k, v in expected.items():
-        t = tensors[k]
-        if tuple(t.shape) != tuple(v.shape):
-            raise CheckpointError(f"{what}: weight {k!r} has shape {tuple(t.shape)} but the config "
-                                  f"needs {tuple(v.shape)}.")
-        if not t.is_floating_point():
-            raise CheckpointError(f"{what}: weight {k!r} is {t.dtype}, not floating point.")
-        if not torch.isfinite(t).all():
-            raise CheckpointError(f"{what}: weight {k!r} holds NaN or infinite values.")
+    # Shapes are checked on the meta device first: nothing is allocated until the config (already
+    # bounded in cost) agrees with the weights the file really carries.
+    with torch.device("meta"):
+        expected = build(cfg).state_dict()
+    problem = _weights_problem(tensors, expected)
+    if problem:
+        raise CheckpointError(f"{what}: {problem}.")
     try:
         model = build(cfg)
     except (RuntimeError, MemoryError) as exc:
-        raise CheckpointError(f"{what}: its model cannot be built ({exc}).") from None
+        raise CheckpointError(f"{what}: its model cannot be built ({_one_line(exc)}).") from None
     model.load_state_dict({k: tensors[k].to(v.dtype) for k, v in model.state_dict().items()})
-    model.eval()
+    problem = _model_outputs_problem(model)
+    if problem:
+        raise CheckpointError(f"{what}: {problem}.")
     return model
 
 
@@ -210,6 +332,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if path.suffix in (".json",):
         path = path.with_suffix(".safetensors")
+    elif path.suffix != ".safetensors" and not path.exists():  # as save() names it
+        path = path.with_name(path.name + ".safetensors")
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {path}.")
     size = path.stat().st_size
@@ -222,21 +346,20 @@ def load(path: str | os.PathLike) -> Checkpoint:
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """Metadata only (reads just the safetensors header), for listings."""
+    """Metadata only (reads just the safetensors header), for listings; checked like :func:`load`
+    checks it, so a listed checkpoint has a valid, affordable model config."""
     path = Path(path)
+    what = f"'{path.name}'"
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise CheckpointError(f"{path.name} is not a safetensors file.")
+            raise CheckpointError(f"{what} is not a safetensors file.")
         n = int.from_bytes(head, "little")
-        if n > 50 * 2**20:
-            raise CheckpointError(f"{path.name} has an implausible header.")
-        try:
-            header = json.loads(f.read(n))
-            meta = json.loads(header["__metadata__"][META_KEY])
-        except (ValueError, KeyError, TypeError):
-            raise CheckpointError(f"{path.name} has no aelib metadata.") from None
-    return meta
+        if n < 2 or n > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{what} has an implausible header.")
+        data = head + f.read(n)
+    header, _ = _header(data, what)
+    return _metadata(header, what)
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[tuple[Path, dict]]:

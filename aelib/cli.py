@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,41 @@ import torch
 
 from . import checkpoints
 from .errors import AelibError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``error: ...``), like aelib's own, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog.split()[-1]}: {message} (see --help)\n")
+
+
+def _whole(lo: int, hi: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give {lo} or more"
+                                             + (f", at most {hi:,}" if hi is not None else ""))
+        return v
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _number(lo: float, *, positive: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v) or v < lo or (positive and v <= 0):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number "
+                                             + ("above 0" if positive else f"of at least {lo:g}"))
+        return v
+    parse.__name__ = "number"
+    return parse
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -106,11 +142,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
+def _checkpoint_out(out: str) -> Path:
+    """Where ``checkpoints.save`` will write for ``--out``, checked before any training."""
+    from ._io import check_writable
+
+    path = check_writable(out, "--out")  # a folder given as --out is refused, not written beside
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    check_writable(path, "--out")
+    check_writable(path.with_suffix(".json"), "--out's sidecar")
+    return path
+
+
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     from .models import build, count_parameters, get_config
-    from .train import PrintCallback, TrainConfig, fit
+    from .train import PrintCallback, TrainConfig, fit, resolve_device
 
     log = print if rank == 0 else (lambda *a, **k: None)
+    resolve_device(device)  # an unknown or absent device is refused before anything is loaded
+    if args.out and rank == 0:
+        _checkpoint_out(args.out)
     train, test = load_data(args)
     output_range = args.output_range or ("symmetric" if args.model.startswith("face_") else "unit")
     cfg = get_config(args.model, in_shape=train.shape, latent=args.latent, output_range=output_range)
@@ -119,6 +170,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
                        seed=args.seed, schedule=args.schedule, loss=args.loss, noise=args.noise,
                        noise_level=args.noise_level, threads=args.threads, device=device,
                        amp=args.amp)
+    tcfg.validate()
     if args.fast:  # the whole fast-mode schedule; data, seed, loss, noise and device stay the user's
         from .bench import with_fast_mode
 
@@ -157,6 +209,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         classes=None if train.classes is None else tuple(train.classes),
         normal_classes=None if classes is None else tuple(sorted(classes))).to_dict()
     out = args.out or f"runs/{train.name}-{cfg.preset or cfg.family}-z{cfg.latent}.safetensors"
+    _checkpoint_out(out)
     path = checkpoints.save(out, model, dtype=dtype, name=args.name or Path(out).stem, dataset=dataset,
                             train_config=result.config.to_dict(), history=result.history.to_dict(),
                             metrics=metrics)
@@ -199,7 +252,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from . import export, scoring
+    from ._io import check_writable
 
+    check_writable(args.out, "--out")
     ck = checkpoints.load(args.checkpoint)
     _, test = load_data(args, holdout=False)
     images = test.images[:args.limit] if args.limit else test.images
@@ -237,22 +292,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import DEFAULTS, PRESETS
+    from .models import DEFAULTS, MAX_WIDTH, PRESETS
+    from .train import MAX_SEED
 
-    parser = argparse.ArgumentParser(prog="python -m aelib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m aelib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model and write a checkpoint")
     _add_data_args(p)
     p.add_argument("--model", default="conv", choices=[*DEFAULTS, *PRESETS],
                    help="a family default or a reference preset (default: conv)")
-    p.add_argument("--latent", type=int, default=None, help="latent size (default: the model's)")
+    p.add_argument("--latent", type=_whole(1, MAX_WIDTH), default=None,
+                   help="latent size (default: the model's)")
     p.add_argument("--output-range", choices=["unit", "symmetric"], default=None,
                    help="pixel range: unit [0,1] or symmetric [-1,1] (default: by model)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=None,
+    p.add_argument("--epochs", type=_whole(1, 100_000), default=10)
+    p.add_argument("--batch-size", type=_whole(1, 1_000_000), default=128)
+    p.add_argument("--lr", type=_number(0, positive=True), default=1e-3)
+    p.add_argument("--beta", type=_number(0), default=None,
                    help="KL weight (VAE; default 1/n_pixels, 1 for the face_vae reference preset)")
     p.add_argument("--loss", choices=["mse", "bce"], default="mse")
     p.add_argument("--schedule", choices=["constant", "onecycle"], default="constant")
@@ -262,9 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--batch-size, --lr and --schedule. It reaches the recipe's validation MSE in about "
                         "a third of its time (README)")
     p.add_argument("--noise", choices=["gaussian", "mask"], default=None, help="denoising mode")
-    p.add_argument("--noise-level", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--noise-level", type=_number(0), default=0.0)
+    p.add_argument("--seed", type=_whole(0, MAX_SEED), default=0)
+    p.add_argument("--threads", type=_whole(1, 1024), default=None, help="torch threads (default: torch's)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (for GPUs)")
     p.add_argument("--out", default=None, help="checkpoint path (.safetensors)")
@@ -284,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--what", choices=["predictions", "scores"], default="predictions")
     p.add_argument("--score", choices=["l2", "mse", "mae", "elbo"], default="l2")
-    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--limit", type=_whole(1), default=None, help="only the first N test images")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
 
@@ -307,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         if "--quick" not in b._option_string_actions:
             b.add_argument("--quick", action="store_true", help="tiny runs, for smoke tests")
         if "--threads" not in b._option_string_actions:
-            b.add_argument("--threads", type=int, default=None, help="torch threads for the trainings")
+            b.add_argument("--threads", type=_whole(1, 1024), default=None,
+                           help="torch threads for the trainings")
         b.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
         b.set_defaults(func=cmd_bench)
     return parser
@@ -320,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except AelibError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the disk or the system refused a write or read the checks could not foresee
+        where = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or type(exc).__name__}{where}.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

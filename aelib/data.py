@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .localpath import check_source
 from .models import OUTPUT_RANGES
 
 
@@ -239,7 +240,10 @@ MIN_SIDE = 2
 MAX_SIDE = 1024
 DEFAULT_MAX_BYTES = 2 * 1024**3  # uint8 pixels held at once; the 100,000-face set (1.2 GB) fits
 MAX_IMAGE_FILE_BYTES = 64 * 1024**2  # one PNG / JPEG inside a folder or zip, before decoding
-MAX_IMAGE_FILES = 250_000  # more files than this belong in a .npy
+# More files than this belong in a .npy: decoding 70,000 small PNGs (all of MNIST) takes seconds,
+# a quarter million over half a minute.
+MAX_IMAGE_FILES = 70_000
+MAX_ZIP_ENTRIES = MAX_IMAGE_FILES + 1_000  # the images plus folders and stray files
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NPZ_NAMES = ("images", "x", "arr_0")  # which array of a several-array .npz holds the images
 _FLOAT_SLACK = 1e-5  # float rounding noise (e.g. 1.0000001 or -1e-8) is not a range error
@@ -631,7 +635,38 @@ def _kind(name: str, head: bytes) -> str:
     raise DataError(f"Cannot tell what kind of file {name or 'this'} is; {_EXPECTED}.")
 
 
+def _count_zip_entries(fp) -> int | None:
+    """Entries in a zip's central directory, counted on its raw bytes before ``zipfile`` builds an
+    object per entry (a few hundred bytes each). Reads the end record the way ``zipfile`` does;
+    None when this Python's ``zipfile`` lacks those helpers or the archive is not a zip."""
+    try:
+        end = zipfile._EndRecData(fp)
+        if not end:
+            return None
+        size_cd, offset_cd = end[zipfile._ECD_SIZE], end[zipfile._ECD_OFFSET]
+        start = end[zipfile._ECD_LOCATION] - size_cd
+        if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+            start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    except (AttributeError, OSError, IndexError, TypeError):
+        return None
+    if start < 0 or offset_cd < 0:
+        return None
+    if size_cd > 46 * (MAX_ZIP_ENTRIES + 1) * 64:  # far more bytes than that many entries can use
+        return size_cd // 46
+    fp.seek(start)
+    return fp.read(size_cd).count(b"PK\x01\x02")  # over-counts only where a name holds the signature
+
+
 def _open_zip(fp, label: str) -> zipfile.ZipFile:
+    if isinstance(fp, (str, os.PathLike)):
+        with open(fp, "rb") as fh:
+            entries = _count_zip_entries(fh)
+    else:
+        entries = _count_zip_entries(fp)
+        fp.seek(0)
+    if entries is not None and entries > MAX_ZIP_ENTRIES:
+        raise DataError(f"{label} lists {entries:,} entries, more than the {MAX_ZIP_ENTRIES:,} a zip "
+                        "may hold; save the images as one .npy array instead.")
     try:
         return zipfile.ZipFile(fp)
     except Exception as exc:
@@ -690,9 +725,7 @@ def load_images(source: ImageSource, *, max_images: int | None = None, max_bytes
         return _convert(source, _layout(source.shape, label), limits, label)
 
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise DataError(f"No file or folder at '{path}'.")
+        path = check_source(source)  # regular files and folders only: a named pipe would block
         if path.is_dir():
             return _load_image_folder(path, limits)
         with open(path, "rb") as fh:

@@ -19,3 +19,7 @@ class CheckpointError(AelibError):
 
 class TrainingDiverged(AelibError):
     """The loss became NaN or infinite; the model keeps its last good weights."""
+
+
+class OutputError(AelibError):
+    """A file aelib was asked to write that cannot be written there (a folder, a read-only place)."""

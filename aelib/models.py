@@ -12,9 +12,9 @@ so ``build(config)`` rebuilds the exact module. Presets reproduce the reference 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +25,17 @@ FAMILIES = ("fcn", "conv", "vae")
 OUTPUT_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
                "gelu": nn.GELU, "identity": nn.Identity}
+
+# What a model may cost, checked from its config before anything is built (README "Limits").
+# The largest preset, face_fcn, has 25.7M parameters and needs well under 1 MB of activations and
+# 0.1 GFLOP per image; these bounds leave room for bigger models while keeping any one image cheap.
+MAX_SIDE = 1024             # pixels a side, as for image data
+MAX_CHANNELS = 16
+MAX_WIDTH = 65_536          # units in one layer (hidden sizes and latent)
+MAX_HIDDEN_LAYERS = 12      # entries in ``hidden``
+MAX_PARAMETERS = 64_000_000
+MAX_ACTIVATION_BYTES = 32 * 2**20   # float32 activations of one image through encoder and decoder
+MAX_FLOPS = 4 * 10**9               # one image, encoder and decoder
 
 
 @dataclass(frozen=True)
@@ -61,17 +72,36 @@ class ModelConfig:
     preset: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        # Normalise JSON lists to tuples so configs compare and hash reliably.
-        object.__setattr__(self, "in_shape", tuple(int(v) for v in self.in_shape))
-        object.__setattr__(self, "hidden", tuple(int(v) for v in self.hidden))
+        # Normalise JSON lists to tuples so configs compare and hash reliably. Sizes must be true
+        # integers: a float, a bool or text is refused rather than rounded or overflowed.
+        if not isinstance(self.in_shape, (list, tuple)):
+            raise ConfigError("in_shape must be a list of three sizes (channels, height, width).")
+        if not isinstance(self.hidden, (list, tuple)):
+            raise ConfigError("hidden must be a list of layer sizes.")
+        if len(self.hidden) > MAX_HIDDEN_LAYERS:
+            raise ConfigError(f"hidden lists {len(self.hidden):,} layers; at most {MAX_HIDDEN_LAYERS} "
+                              "are allowed.")
+        object.__setattr__(self, "in_shape", tuple(_size(v, "in_shape") for v in self.in_shape))
+        object.__setattr__(self, "hidden", tuple(_size(v, "hidden") for v in self.hidden))
+        if self.latent is not None:
+            object.__setattr__(self, "latent", _size(self.latent, "latent"))
         self.validate()
 
     def validate(self) -> None:
+        for name in ("family", "output_range", "init"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be text, not {type(getattr(self, name)).__name__}.")
+        for name in ("encoder_act", "decoder_act", "latent_act", "head_act", "preset"):
+            if not isinstance(getattr(self, name), (str, type(None))):
+                raise ConfigError(f"{name} must be text, not {type(getattr(self, name)).__name__}.")
         if self.family not in FAMILIES:
             raise ConfigError(f"Unknown model family {self.family!r}; expected one of {FAMILIES}.")
         if len(self.in_shape) != 3 or min(self.in_shape) < 1:
             raise ConfigError(f"in_shape must be (channels, height, width) of positive sizes, "
                               f"got {self.in_shape}.")
+        if self.in_shape[0] > MAX_CHANNELS or max(self.in_shape[1:]) > MAX_SIDE:
+            raise ConfigError(f"in_shape {_short(self.in_shape)} is too large; images may have at most "
+                              f"{MAX_CHANNELS} channels and {MAX_SIDE} pixels a side.")
         if self.output_range not in OUTPUT_RANGES:
             raise ConfigError(f"output_range must be one of {tuple(OUTPUT_RANGES)}, "
                               f"got {self.output_range!r}.")
@@ -81,12 +111,17 @@ class ModelConfig:
             raise ConfigError("A fully connected autoencoder needs an integer latent size.")
         if self.latent is not None and self.latent < 1:
             raise ConfigError(f"latent must be a positive integer, got {self.latent}.")
+        widest = max(*self.hidden, self.latent or 1)
+        if widest > MAX_WIDTH:
+            raise ConfigError(f"A layer may have at most {MAX_WIDTH:,} units; this config asks for "
+                              f"{_short(widest)}.")
         for name in ("encoder_act", "decoder_act", "latent_act", "head_act"):
             act = getattr(self, name)
             if act is not None and act not in ACTIVATIONS:
                 raise ConfigError(f"{name} must be one of {tuple(ACTIVATIONS)}, got {act!r}.")
         if self.init not in ("torch", "glorot"):
             raise ConfigError(f"init must be 'torch' or 'glorot', got {self.init!r}.")
+        check_cost(estimate_cost(self))
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -123,6 +158,109 @@ class ModelConfig:
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _size(v, name: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ConfigError(f"{name} takes whole numbers, not {type(v).__name__} ({_short(v)}).")
+    return int(v)
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What running one image through a model costs, from its config alone (an estimate, no allocation).
+
+    activation_bytes_per_image: float32 bytes of every intermediate tensor of one forward pass
+                                (input, padding, each layer's output before and after its activation).
+    flops_per_image:            multiply-adds counted twice, encoder and decoder.
+    layers:                     weight layers (linear, convolution, transposed convolution).
+    params:                     parameters, as ``count_parameters(build(cfg))`` gives.
+    """
+
+    activation_bytes_per_image: int
+    flops_per_image: int
+    layers: int
+    params: int
+
+
+def estimate_cost(cfg: ModelConfig) -> Cost:
+    """The :class:`Cost` of ``cfg``: integer arithmetic over its layers, O(layers), nothing built."""
+    c, h, w = cfg.in_shape
+    elems = flops = params = layers = 0
+
+    def linear(a: int, b: int) -> None:
+        nonlocal elems, flops, params, layers
+        params += a * b + b
+        flops += 2 * a * b
+        elems += 2 * b
+        layers += 1
+
+    if cfg.family == "fcn":
+        widths = [c * h * w, *cfg.hidden, cfg.latent]
+        elems += widths[0]
+        for a, b in zip(widths[:-1], widths[1:]):
+            linear(a, b)
+        for a, b in zip(widths[:0:-1], widths[-2::-1]):
+            linear(a, b)
+        elems += widths[0]  # unflattened output
+        return Cost(4 * elems, flops, layers, params)
+    depth = len(cfg.hidden)
+    ph, pw = _padded_size(h, depth), _padded_size(w, depth)
+    elems += c * h * w + c * ph * pw
+    chans = [c, *cfg.hidden]
+    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
+        out = (ph >> (i + 1)) * (pw >> (i + 1))
+        params += 16 * a * b + b
+        flops += 2 * 16 * a * b * out
+        elems += 2 * b * out
+        layers += 1
+    feat = cfg.hidden[-1] * (ph >> depth) * (pw >> depth)
+    if cfg.family == "vae":  # the second head repeats the last convolution or the latent layer
+        if cfg.latent is None:
+            a, b = chans[-2], chans[-1]
+            out = (ph >> depth) * (pw >> depth)
+            params += 16 * a * b + b
+            flops += 2 * 16 * a * b * out
+            elems += 2 * b * out
+            layers += 1
+        else:
+            linear(feat, cfg.latent)
+    if cfg.latent is not None:
+        linear(feat, cfg.latent)
+        linear(cfg.latent, feat)
+    back = [*cfg.hidden[::-1], c]
+    for i, (a, b) in enumerate(zip(back[:-1], back[1:])):
+        inp = (ph >> (depth - i)) * (pw >> (depth - i))
+        params += 16 * a * b + b
+        flops += 2 * 16 * a * b * inp
+        elems += 2 * b * inp * 4
+        layers += 1
+    elems += c * h * w  # cropped output
+    return Cost(4 * elems, flops, layers, params)
+
+
+def check_cost(cost: Cost) -> None:
+    """Refuse a model that would cost more than the limits to hold or to run on one image."""
+    if cost.params > MAX_PARAMETERS:
+        raise ConfigError(f"This model would have {cost.params:,} parameters; at most "
+                          f"{MAX_PARAMETERS:,} are allowed.")
+    if cost.activation_bytes_per_image > MAX_ACTIVATION_BYTES:
+        raise ConfigError(f"This model would need {cost.activation_bytes_per_image / 2**20:,.0f} MB of "
+                          f"activations per image; at most {MAX_ACTIVATION_BYTES // 2**20} MB are allowed.")
+    if cost.flops_per_image > MAX_FLOPS:
+        raise ConfigError(f"This model would need {cost.flops_per_image / 1e9:,.1f} GFLOP per image; "
+                          f"at most {MAX_FLOPS / 1e9:.0f} are allowed.")
+
+
+def batch_size_for(cfg: ModelConfig, budget_bytes: int = 256 * 2**20, most: int = 256) -> int:
+    """Images per inference batch so one batch's activations stay within ``budget_bytes``."""
+    per = max(1, estimate_cost(cfg).activation_bytes_per_image)
+    return max(1, min(most, budget_bytes // per))
 
 
 def _act(name: str | None) -> nn.Module:
@@ -173,7 +311,7 @@ class FCNAutoencoder(nn.Module):
 def _padded_size(n: int, depth: int) -> int:
     """Smallest size >= n that halves cleanly ``depth`` times (stride-2, k4, p1 convs)."""
     m = 2**depth
-    return max(m, math.ceil(n / m) * m)
+    return max(m, -(-n // m) * m)
 
 
 class _ConvGeometry(nn.Module):

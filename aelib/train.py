@@ -75,8 +75,16 @@ class TrainConfig:
             raise ConfigError(f"loss must be 'mse' or 'bce', got {self.loss!r}.")
         if self.schedule not in ("constant", "onecycle"):
             raise ConfigError(f"schedule must be 'constant' or 'onecycle', got {self.schedule!r}.")
-        if self.beta is not None and self.beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}.")
+        if self.beta is not None and not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)
+                                          and self.beta >= 0):
+            raise ConfigError(f"beta must be a finite number >= 0, got {self.beta}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be a whole number from 0 to {MAX_SEED:,}.")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or not 1 <= self.threads <= 1024):
+            raise ConfigError(f"threads must be a whole number from 1 to 1024, got {self.threads}.")
+        if not math.isfinite(self.noise_level):
+            raise ConfigError("noise_level must be a finite number.")
         if self.noise not in (None, "gaussian", "mask"):
             raise ConfigError(f"noise must be None, 'gaussian' or 'mask', got {self.noise!r}.")
         if self.noise == "mask" and not 0 <= self.noise_level <= 1:
@@ -279,10 +287,29 @@ class _Dist:
         return t.tolist()
 
 
+MAX_SEED = 2**62  # torch takes 64-bit seeds; the noise generator adds to this one
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    """``name`` as a torch device this machine has; :class:`ConfigError` for any other."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"Device {name!r} asks for CUDA, but this machine has no usable GPU; use cpu.")
+        n = torch.cuda.device_count()
+        if device.index is not None and device.index >= n:
+            raise ConfigError(f"Device {name!r} does not exist; this machine has {n} GPU(s), "
+                              f"cuda:0 to cuda:{n - 1}.")
+    elif device.type == "mps" and torch.backends.mps.is_available():
+        pass
+    elif device.type != "cpu":
+        raise ConfigError(f"Device {name!r} is not supported; use auto, cpu, cuda or cuda:N.")
+    return device
 
 
 @torch.no_grad()

@@ -35,6 +35,12 @@ and stop its runs within seconds. Two mechanisms, chosen per session by what the
 * otherwise a heartbeat: every script run calls :meth:`TrainingManager.heartbeat`; a session
   not heard from for ``session_timeout_s`` (default 30 s) counts as gone.
 Runs stopped because their session ended are dropped at once (model and data freed).
+
+Finished runs. A finished run of a live session is that session's until it ends: eviction never
+takes its model, whatever other sessions do. Once a session has ended, its finished runs stay
+only for reuse, the newest ``keep_finished`` of them across all ended sessions. A live session
+may hold at most ``max_held_per_session`` finished runs; beyond that a new submission is refused
+with a sentence (:meth:`TrainingManager.forget` releases one) instead of dropping a held model.
 """
 
 from __future__ import annotations
@@ -201,11 +207,12 @@ class TrainingManager:
     """
 
     def __init__(self, max_runs: int | None = None, *, max_queued_per_session: int = 8,
-                 keep_finished: int = 24, session_timeout_s: float = 30.0, grace_s: float = 5.0,
-                 poll_s: float = 0.5, threads_per_run: int = 1):
+                 keep_finished: int = 24, max_held_per_session: int = 24, session_timeout_s: float = 30.0,
+                 grace_s: float = 5.0, poll_s: float = 0.5, threads_per_run: int = 1):
         self.max_runs = max(1, int(max_runs if max_runs is not None else default_max_runs()))
         self.max_queued_per_session = max_queued_per_session
         self.keep_finished = keep_finished
+        self.max_held_per_session = max_held_per_session
         self.session_timeout_s = session_timeout_s
         self.grace_s = grace_s
         self.poll_s = poll_s
@@ -215,6 +222,7 @@ class TrainingManager:
         self._workers: set[threading.Thread] = set()
         self._seen: dict[str, float] = {}
         self._alive: dict[str, AliveFn] = {}
+        self._ended: set[str] = set()  # sessions cancelled or found gone; their runs may be evicted
         self._ids = itertools.count(1)
 
     # ---- sessions -----------------------------------------------------------------------------
@@ -223,6 +231,7 @@ class TrainingManager:
         """The session is here now; ``alive`` (optional) tells later whether it still is."""
         with self._lock:
             self._seen[session_id] = time.monotonic()
+            self._ended.discard(session_id)  # a heartbeat session that timed out and came back
             if alive is not None:
                 self._alive[session_id] = alive
 
@@ -277,6 +286,10 @@ class TrainingManager:
             if len(waiting) >= self.max_queued_per_session:
                 raise WorkerError(f"This session already has {len(waiting)} runs waiting; stop some or wait "
                                   f"for them to finish.")
+            held = self.held_count(session_id)
+            if held >= self.max_held_per_session:
+                raise WorkerError(f"This session already holds {held} trained models, the most it may keep; "
+                                  "remove some before training more.")
             run = Run(id=f"run{next(self._ids)}-{key[:8]}", session_id=session_id, key=key,
                       model_config=model_config, train_config=tc, data_key=data_key,
                       name=name or f"{model_config.preset or model_config.family}-{model_config.latent}",
@@ -317,6 +330,19 @@ class TrainingManager:
     def active_runs(self, session_id: str | None = None) -> list[Run]:
         return [r for r in self.runs(session_id) if r.active]
 
+    def held_count(self, session_id: str) -> int:
+        """Finished runs of ``session_id`` that still hold a model."""
+        with self._lock:
+            return sum(r.session_id == session_id and r.status in FINISHED and r.model is not None
+                       for r in self._runs.values())
+
+    def forget(self, run: Run | str) -> None:
+        """A session lets go of one of its finished runs: its model is released. Active runs stay."""
+        with self._lock:
+            run = self._runs.get(run) if isinstance(run, str) else run
+            if run is not None and run.status in FINISHED:
+                self._drop(run)
+
     def running_count(self) -> int:
         return sum(r.status == RUNNING for r in self.runs())
 
@@ -355,6 +381,8 @@ class TrainingManager:
                     self._drop(r)
             self._alive.pop(session_id, None)
             self._seen.pop(session_id, None)
+            self._ended.add(session_id)
+            self._evict()
         return n
 
     def wait(self, run: Run, timeout: float | None = None) -> bool:
@@ -392,10 +420,23 @@ class TrainingManager:
             self._drop(run)
         self._evict()
 
+    def _ended_session(self, session_id: str) -> bool:
+        if session_id in self._ended:
+            return True
+        if not self.session_alive(session_id):
+            self._ended.add(session_id)
+            return True
+        return False
+
     def _evict(self) -> None:
+        """Drop the oldest finished runs of ended sessions beyond ``keep_finished``; a live
+        session's runs are never taken (under the lock)."""
         finished = [r for r in self._runs.values() if r.status in FINISHED]
-        for r in finished[: max(0, len(finished) - self.keep_finished)]:
-            self._drop(r)  # sessions keep their own references to their models
+        ended = {sid for sid in {r.session_id for r in finished} if self._ended_session(sid)}
+        spare = [r for r in finished if r.session_id in ended]
+        for r in spare[: max(0, len(spare) - self.keep_finished)]:
+            self._drop(r)
+        self._ended &= {r.session_id for r in self._runs.values()}
 
     def _next_run(self) -> Run | None:
         """First queued run that may start now (FIFO), under the lock; drops orphans."""

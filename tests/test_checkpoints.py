@@ -100,7 +100,8 @@ def test_a_tiny_file_declaring_a_giant_model_is_refused_without_allocating_it():
     giant = dict(meta, model=dict(meta["model"], in_shape=[3, 1024, 1024], hidden=[100_000]))
     data = ckpt.to_bytes(model, giant)
     assert len(data) < 2**20
-    with pytest.raises(CheckpointError, match="do not match|shape"):  # ~1.2 TB of float32 if built
+    # ~1.2 TB of float32 if built: refused from its config's cost, before any weight is read
+    with pytest.raises(CheckpointError, match="invalid model config.*at most"):
         ckpt.load_bytes(data)
 
 

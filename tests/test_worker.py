@@ -159,3 +159,46 @@ def test_no_training_thread_left_behind():
     # Runs last in this module (pytest keeps file order): every manager above was shut down.
     _wait_for(lambda: not _train_threads(), timeout=10)
     assert not _train_threads(), [t.name for t in threading.enumerate()]
+
+
+def test_a_live_sessions_finished_run_is_never_evicted(images):
+    """Other sessions' runs finishing never take a live session's model; ended sessions' runs go."""
+    m = TrainingManager(max_runs=1, keep_finished=2, poll_s=0.05, grace_s=0.3, session_timeout_s=60)
+    tc = TrainConfig(epochs=1, batch_size=64)
+    try:
+        mine = m.submit("me", _cfg(2), images[:64], None, tc, data_key="a", alive=lambda: True)
+        assert m.wait(mine, 30) and mine.status == DONE
+        gone = {"flag": False}
+        others = []
+        for i in range(6):  # three times keep_finished, each of another live session
+            r = m.submit(f"other{i}", _cfg(3 + i), images[:64], None, tc, data_key="a",
+                         alive=lambda: not gone["flag"])
+            assert m.wait(r, 30)
+            others.append(r)
+        assert mine.model is not None and m.get(mine.id) is mine
+        assert all(r.model is not None for r in others)  # all live: nothing may be evicted
+        gone["flag"] = True
+        time.sleep(0.4)  # past grace_s
+        m.cancel_session("someone-else")  # any later bookkeeping call evicts
+        kept = [r for r in others if m.get(r.id) is not None]
+        assert len(kept) == 2 and kept == others[-2:]  # the newest keep_finished, for reuse
+        assert mine.model is not None and m.get(mine.id) is mine
+    finally:
+        assert m.shutdown(timeout=20)
+
+
+def test_a_session_holding_too_many_models_is_refused_not_evicted(images):
+    m = TrainingManager(max_runs=1, max_held_per_session=2, poll_s=0.05, session_timeout_s=60)
+    tc = TrainConfig(epochs=1, batch_size=64)
+    try:
+        runs = [m.submit("me", _cfg(2 + i), images[:64], None, tc, data_key="a") for i in range(2)]
+        for r in runs:
+            assert m.wait(r, 30)
+        with pytest.raises(WorkerError, match="holds 2 trained models"):
+            m.submit("me", _cfg(9), images[:64], None, tc, data_key="a")
+        assert all(r.model is not None for r in runs)
+        m.forget(runs[0])
+        assert runs[0].model is None and runs[1].model is not None
+        assert m.wait(m.submit("me", _cfg(9), images[:64], None, tc, data_key="a"), 30)
+    finally:
+        assert m.shutdown(timeout=20)
