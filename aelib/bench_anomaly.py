@@ -98,11 +98,12 @@ ANCHORS: dict[str, list[dict]] = {
          "source": "Golan & El-Yaniv, NeurIPS 2018, Table 1 (approximate range)"},
     ],
 }
-ANCHOR_NOTE = ("Anchor figures are from memory of the papers' tables: the search tool found the papers "
-               "but not the tables, so check them before quoting. The DCAE per-class figures recalled "
-               "here average 0.897, lower than the ~0.92 sometimes quoted. The papers use the full MNIST "
-               "(60k/10k); ours uses the 8,000/2,000 MNIST subset of ../shared/data, Fashion-MNIST is "
-               "complete.")
+ANCHOR_NOTE = ("No stored copy of the papers' tables could be read. The Deep SVDD per-class figures match "
+               "the 'original' row a third-party Deep SVDD reimplementation quotes in its GitHub README "
+               "(a secondary source, not the paper); the DCAE, GEOM and CAE figures "
+               "are unverified (from memory of the tables; the DCAE per-class figures recalled here average "
+               "0.897, lower than the ~0.92 sometimes quoted). The papers use the full MNIST (60k/10k); ours "
+               "uses the 8,000/2,000 MNIST subset of ../shared/data, Fashion-MNIST is complete.")
 
 TARGETS = {"mnist": 0.95, "fashion-mnist": 0.93}
 BASELINE = {"mnist": 0.94, "fashion-mnist": 0.90,
