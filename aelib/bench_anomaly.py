@@ -7,22 +7,13 @@ holds the exact model and training configs, the published anchors and the second
 
 Protocol: one set of settings per dataset (``PROTOCOLS``), the same for every class, chosen on a
 validation split carved from the *training* set only (held-out normal training images vs training
-images of the other classes, see ``VALIDATION``); the test set is scored with those settings only.
+images of the other classes; what was tried is in ``bench/results/anomaly-validation.json``);
+the test set is scored with those settings only.
 
-Scoring options per model (higher = more anomalous):
-
-* ``l2``: L2 norm of the reconstruction error (ranks exactly like ``mse``).
-* ``mae``: mean absolute pixel error.
-* ``elbo`` (VAE): ``mse + beta * KL`` with the beta the VAE was trained with, as
-  :func:`aelib.scoring.reconstruction_errors` computes it.
-* ``blur``: L2 norm of the error map smoothed by a Gaussian (sigma 1 pixel). Pixel-exact errors
-  are dominated by thin misplaced strokes and edges that any image has; the smoothed error keeps
-  what the model could not reconstruct at the scale of parts of the object.
-* ``blur_ink``: ``blur^2 / sqrt(ink)``, ink = sum of the pixels in [0, 1]. Error norms favour
-  images with little ink (a thin "1", a sandal): they are easy to reconstruct whatever the
-  normal class was. Dividing by the square root of the ink removes most of that bias.
-* ``latent``: squared Mahalanobis distance of the image's latent code (the VAE's mean) from a
-  Gaussian fitted to the latent codes of the normal training images.
+Scores per model are :func:`aelib.scoring.model_scores`' (``l2``, ``mae``, ``elbo`` for the VAE
+with the beta it was trained with, ``blur``, ``blur_ink``, ``latent`` fitted on the normal
+training codes; :data:`aelib.scoring.SCORES` says what each is), the same code the CLI and the
+app call.
 
 Ensembles average z-scores (:func:`aelib.scoring.ensemble_scores`; the standardisation uses the
 scored images' own statistics, no labels): ``<family>/<score>+seeds`` over seeds, and
@@ -44,19 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .data import ImageDataset, load_splits, one_class_split, to_float
-from .models import FAMILIES, ModelConfig, build, get_config, is_vae, kl_divergence, latent_of
-from .scoring import ensemble_scores, roc
+from . import scoring
+from .data import ImageDataset, load_splits, one_class_split
+from .models import FAMILIES, ModelConfig, build, get_config, is_vae
+from .scoring import BLUR_SIGMA, INK_POWER, LATENT_RIDGE, LatentGaussian, ensemble_scores, roc  # noqa: F401
 from .train import TrainConfig, fit
 
 DATASETS = ("mnist", "fashion-mnist")
 ENSEMBLE_METHOD = "zscore"
-BLUR_SIGMA = 1.0  # pixels: the Gaussian that smooths the error map for "blur" / "blur_ink"
-INK_POWER = 0.5  # blur_ink = blur^2 / ink ** INK_POWER (1 was best on MNIST, 0 on Fashion-MNIST)
-INK_EPS = 1e-3  # in [0, 1] pixel units: keeps an all-black image finite
-LATENT_RIDGE = 1e-6  # added to the latent covariance, relative to its mean variance
 
 # The scores each family brings to the cross-family ensemble (chosen on validation, both datasets).
 ENSEMBLE_MEMBERS = {"fcn": ("blur_ink",), "conv": ("latent",), "vae": ("blur_ink",)}
@@ -90,40 +77,7 @@ PROTOCOLS: dict[str, dict] = {
 }
 
 QUICK = {"classes": 2, "epochs": 1, "train_per_class": 200, "test_images": 500}
-
-# What was tried, on the validation split of the training set (mean AUC over the 10 classes,
-# seed 0). MNIST: 640 normal images to train, 160 held-out normals + 100 images of each other
-# digit. Fashion-MNIST: 5,400 to train, 600 held-out normals + 300 of each other class.
-VALIDATION = {
-    "mnist": [
-        "conv family default, 20 epochs, batch 128, constant lr 1e-3 (a plain run): l2 0.758 "
-        "(100 steps on 640 images is too few; several classes stay at a constant output)",
-        "conv latent 32, 40 epochs, batch 32, one-cycle lr 3e-3: l2 0.950; latent 16 at 3e-3: 0.869 "
-        "(three classes collapse to a constant output); lr 1e-3: 0.945, no collapse",
-        "conv latent 64, 40 epochs, batch 32, lr 1e-3: l2 0.953, mae 0.926, blur 0.963, "
-        "blur_ink 0.977, latent 0.956; leaky ReLU instead of ReLU: no gain",
-        "fcn (256,128) latent 32, 40 epochs, batch 32, lr 1e-3: l2 0.960, mae 0.954, blur 0.969, "
-        "blur_ink 0.980, latent 0.851; latent 16: l2 0.956; latent 64: 0.959; 80 epochs: 0.962; "
-        "denoising (gaussian 0.2): 0.958",
-        "vae latent 16, beta 1e-3, lr 3e-3: l2 0.951, elbo 0.952, blur_ink 0.979, latent 0.840; "
-        "beta 0.01: l2 0.925; beta 1 (then the default): 0.890, KL ~ 0; lr 1e-3: 0.927; latent 32: 0.947",
-        "error maps: Gaussian sigma 1 (fcn 0.969) > 2x2 mean pool (0.968) > 4x4 (0.963) > raw (0.960)"
-        " > sigma 2 (0.956); ink power 1: fcn 0.983, 0.5: 0.980, 0: 0.969",
-        "seed ensembles (fcn, 3 seeds): l2 0.960 -> 0.961, l2/ink 0.975 -> 0.976",
-        "family ensembles: fcn+conv blur_ink 0.981; fcn+conv+vae blur_ink 0.982; "
-        "+ conv latent 0.981; fcn blur_ink + conv latent + vae blur_ink (chosen) 0.980",
-    ],
-    "fashion-mnist": [
-        "fcn 20 epochs, batch 128, lr 1e-3: l2 0.912, mae 0.909, blur 0.933, blur_ink 0.935, "
-        "latent 0.895; batch 64: l2 0.913",
-        "conv latent 64, 10 epochs: l2 0.884, blur 0.915, blur_ink 0.924, latent 0.942; "
-        "20 epochs: l2 0.895, blur_ink 0.929, latent 0.942",
-        "vae latent 16, beta 1e-3, 10 epochs: l2 0.887, elbo 0.898, blur_ink 0.923, latent 0.917",
-        "ink power (fcn blur): 0: 0.933, 0.5: 0.935, 0.75: 0.933, 1: 0.928",
-        "family ensembles: all three blur_ink 0.932; fcn blur_ink + conv latent 0.942; "
-        "+ vae blur_ink (chosen) 0.939; all blur_ink + conv latent 0.936",
-    ],
-}
+VALIDATION_LOG = "bench/results/anomaly-validation.json"  # what was tried on validation, and its figures
 
 # Published one-class results, same protocol (train on one class, all other test classes are
 # anomalies, mean ROC AUC over the ten classes).
@@ -144,11 +98,12 @@ ANCHORS: dict[str, list[dict]] = {
          "source": "Golan & El-Yaniv, NeurIPS 2018, Table 1 (approximate range)"},
     ],
 }
-ANCHOR_NOTE = ("Anchor figures are from memory of the papers' tables: the search tool found the papers "
-               "but not the tables, so check them before quoting. The DCAE per-class figures recalled "
-               "here average 0.897, lower than the ~0.92 sometimes quoted. The papers use the full MNIST "
-               "(60k/10k); ours uses the 8,000/2,000 MNIST subset of ../shared/data, Fashion-MNIST is "
-               "complete.")
+ANCHOR_NOTE = ("No stored copy of the papers' tables could be read. The Deep SVDD per-class figures match "
+               "the 'original' row a third-party Deep SVDD reimplementation quotes in its GitHub README "
+               "(a secondary source, not the paper); the DCAE, GEOM and CAE figures "
+               "are unverified (from memory of the tables; the DCAE per-class figures recalled here average "
+               "0.897, lower than the ~0.92 sometimes quoted). The papers use the full MNIST (60k/10k); ours "
+               "uses the 8,000/2,000 MNIST subset of ../shared/data, Fashion-MNIST is complete.")
 
 TARGETS = {"mnist": 0.95, "fashion-mnist": 0.93}
 BASELINE = {"mnist": 0.94, "fashion-mnist": 0.90,
@@ -167,87 +122,20 @@ def _dataset_key(name: str) -> str:
     return key
 
 
-def _gaussian_kernel(sigma: float, channels: int) -> torch.Tensor:
-    r = max(1, math.ceil(3 * sigma))
-    xs = torch.arange(-r, r + 1, dtype=torch.float32)
-    g = torch.exp(-xs.square() / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, 2 * r + 1, 2 * r + 1).contiguous()
-
-
-@torch.no_grad()
-def latents(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Deterministic latent codes (the VAE's mean) of uint8 images, float64 (N, D)."""
-    was_training = model.training
-    model.eval()
-    try:
-        zs = [latent_of(model, to_float(images[i:i + batch_size], model.config.output_range)).flatten(1)
-              for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(zs).double()
-
-
-class LatentGaussian:
-    """Gaussian fitted to latent codes; calling it gives squared Mahalanobis distances."""
-
-    def __init__(self, z: torch.Tensor, ridge: float = LATENT_RIDGE):
-        self.mean = z.mean(0)
-        d = z.shape[1]
-        cov = torch.cov(z.T).reshape(d, d) if len(z) > 1 else torch.zeros(d, d, dtype=z.dtype)
-        scale = max(float(cov.diagonal().mean()), 1e-12)
-        self.precision = torch.linalg.inv(cov + ridge * scale * torch.eye(d, dtype=z.dtype))
-
-    def __call__(self, z: torch.Tensor) -> np.ndarray:
-        diff = z - self.mean
-        return ((diff @ self.precision) * diff).sum(1).numpy()
-
-
-@torch.no_grad()
 def model_scores(model: torch.nn.Module, images: torch.Tensor, train_images: torch.Tensor | None = None,
                  beta: float | None = None, batch_size: int = 1000) -> dict[str, np.ndarray]:
-    """Every scoring option of one trained model for uint8 images (N, C, H, W), float64 arrays.
+    """Every benchmark score of one trained model (:func:`aelib.scoring.model_scores`).
 
-    ``l2``, ``mae`` and ``elbo`` (VAE, KL weighted by ``beta``) match
-    :func:`aelib.scoring.reconstruction_errors`; ``latent`` needs the normal ``train_images``.
+    ``elbo`` (VAE) weighs the KL by ``beta``, the beta the VAE was trained with; ``latent`` needs
+    the normal ``train_images``.
     """
-    cfg = model.config
     vae = is_vae(model)
     if vae and beta is None:
         raise ValueError("Give the VAE's training beta for its elbo score.")
-    channels = cfg.in_shape[0]
-    kernel = _gaussian_kernel(BLUR_SIGMA, channels)
-    lo, hi = cfg.value_range
     names = ("l2", "mae", "elbo", "blur", "blur_ink") if vae else ("l2", "mae", "blur", "blur_ink")
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in names}
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(images), batch_size):
-            x = to_float(images[start:start + batch_size], cfg.output_range)
-            out = model(x)  # eval mode: the VAE decodes its mean
-            recon = out[0] if isinstance(out, tuple) else out
-            diff = recon - x
-            flat = diff.flatten(1).double()
-            sse = flat.square().sum(1)
-            parts["l2"].append(sse.sqrt())
-            parts["mae"].append(flat.abs().sum(1) / cfg.n_pixels)
-            if vae:
-                kl = kl_divergence(out[1].double(), out[2].double())
-                parts["elbo"].append(sse / cfg.n_pixels + beta * kl)
-            # In [0, 1] pixel units whatever the model's range, so the ink term means the same.
-            blurred = F.conv2d(diff / (hi - lo), kernel, padding=kernel.shape[-1] // 2, groups=channels)
-            bsq = blurred.flatten(1).double().square().sum(1)
-            ink = ((x - lo) / (hi - lo)).flatten(1).double().sum(1)
-            parts["blur"].append(bsq.sqrt())
-            parts["blur_ink"].append(bsq / (ink + INK_EPS).pow(INK_POWER))
-    finally:
-        model.train(was_training)
-    scores = {k: torch.cat(v).numpy() for k, v in parts.items()}
     if train_images is not None:
-        gaussian = LatentGaussian(latents(model, train_images, batch_size))
-        scores["latent"] = gaussian(latents(model, images, batch_size))
-    return scores
+        names += ("latent",)
+    return scoring.model_scores(model, images, names, batch_size, beta, latent=train_images)
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -410,7 +298,7 @@ def run(dataset: str, root: str | Path | None, families: Sequence[str] = FAMILIE
         "baseline": {"mean_auc": BASELINE[key], "what": BASELINE["what"]},
         "anchors": ANCHORS[key],
         "anchor_note": ANCHOR_NOTE,
-        "validation": VALIDATION[key],
+        "validation": VALIDATION_LOG,
         "machine": {"torch": torch.__version__, "threads": threads or old_threads,
                     "python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
     }

@@ -261,9 +261,76 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.what == "predictions":
         n = export.write_prediction_csv(args.out, ck.model, images)
     else:
-        scores = scoring.reconstruction_errors(ck.model, images, [args.score])[args.score]
+        latent = None
+        if args.score == "latent":
+            if not args.fit_on:
+                raise AelibError("--score latent needs --fit-on: the normal training images its "
+                                 "Gaussian is fitted to.")
+            from . import data
+
+            latent = scoring.LatentGaussian(scoring.latent_codes(
+                ck.model, data.load_images(args.fit_on), progress=_progress_printer("fitting on")))
+        beta = (ck.meta.get("train_config") or {}).get("beta")
+        scores = scoring.model_scores(ck.model, images, [args.score], beta=beta, latent=latent,
+                                      progress=_progress_printer("scoring"))[args.score]
         n = export.write_scores_csv(args.out, scores)
     print(f"wrote {n:,} rows to {args.out}")
+    return 0
+
+
+def _progress_printer(what: str, every_s: float = 5.0):
+    """A ``progress(done, total, seconds)`` that prints a line with an estimate every few seconds."""
+    last = [0.0]
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        if done < total and seconds - last[0] < every_s:
+            return
+        last[0] = seconds
+        left = seconds * (total - done) / done if done else float("nan")
+        print(f"{what} {done:,}/{total:,} images, {seconds:.0f}s, about {left:.0f}s left",
+              file=sys.stderr, flush=True)
+    return progress
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Train the recommended detector on normal images, score a test set, write ``id,score``."""
+    from . import anomaly, data, export, scoring
+
+    normal = data.load_images(args.train)
+    recipe = anomaly.recommended_recipe(normal.shape[1:], len(normal), threads=args.threads)
+    print(f"recipe {recipe.name}: {recipe.description}; {min(len(normal), recipe.max_images):,} of "
+          f"{len(normal):,} normal images", flush=True)
+    last = [-1.0]
+
+    def progress(p: dict) -> None:
+        if p["stage"] == "train" and p["seconds"] - last[0] < 5 and p["fraction"] < 1:
+            return
+        last[0] = p["seconds"]
+        eta = f", about {p['eta_s']:.0f}s left" if p.get("eta_s") is not None else ""
+        print(f"{p['stage']} model {p['member'] + 1}/{p['members']}: {100 * p['fraction']:.0f}%, "
+              f"{p['seconds']:.0f}s{eta}", file=sys.stderr, flush=True)
+
+    det = anomaly.train_detector(normal, recipe, seed=args.seed, progress=progress,
+                                 contamination=args.contamination, device=args.device)
+    del normal
+    test = data.load_images(args.test)
+    scores = det.anomaly_scores(test, progress=_progress_printer("scoring"))
+    n = export.write_scores_csv(args.out, scores)
+    report = {"recipe": recipe.name, "n_test": n, "train_seconds": round(det.seconds_, 1),
+              "threshold": det.threshold_, "flagged": int((scores > det.threshold_).sum())}
+    if args.test_labels:
+        import numpy as np
+
+        report.update(scoring.evaluate_scores(np.load(args.test_labels, allow_pickle=False), scores))
+    for m, d in enumerate(det.detectors):
+        if args.save:
+            out = f"{args.save}-{m}.safetensors"
+            checkpoints.save(out, d.model, name=f"{recipe.name} member {m} ({d.score})",
+                             train_config=recipe.members[m].train.to_dict(),
+                             extra={"score": d.score, "recipe": recipe.name})
+            report.setdefault("saved", []).append(out)
+    print(f"wrote {n:,} rows to {args.out}")
+    print(json.dumps(report))
     return 0
 
 
@@ -293,6 +360,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .models import DEFAULTS, MAX_WIDTH, PRESETS
+    from .scoring import SCORES
     from .train import MAX_SEED
 
     parser = _Parser(prog="python -m aelib", description=__doc__.splitlines()[0])
@@ -340,10 +408,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     _add_data_args(p)
     p.add_argument("--what", choices=["predictions", "scores"], default="predictions")
-    p.add_argument("--score", choices=["l2", "mse", "mae", "elbo"], default="l2")
+    p.add_argument("--score", choices=list(SCORES), default="l2",
+                   help="anomaly score for --what scores (default l2; latent needs --fit-on)")
+    p.add_argument("--fit-on", default=None,
+                   help="normal training images (.npy, folder...) for --score latent")
     p.add_argument("--limit", type=_whole(1), default=None, help="only the first N test images")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("detect", help="train the recommended anomaly detector on normal images, "
+                       "score a test set and write its id,score CSV")
+    p.add_argument("--train", required=True, help="normal images: .npy/.npz, image folder or .zip")
+    p.add_argument("--test", required=True, help="images to score")
+    p.add_argument("--test-labels", default=None, help=".npy of 0/1 labels (1 = anomaly): print AUC, "
+                   "AUPR and F1-max")
+    p.add_argument("--out", required=True, help="the id,score CSV")
+    p.add_argument("--contamination", type=float, default=0.1,
+                   help="share of the normal images above the threshold (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save", default=None, help="also save each trained model as PREFIX-<i>.safetensors")
+    p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("bench", help="benchmarks: print figures, end with one JSON line")
     which = p.add_subparsers(dest="which", required=True)

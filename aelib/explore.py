@@ -16,8 +16,7 @@ Conventions (every function here):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 
 from .data import to_float, to_uint8
 from .errors import ConfigError, DataError
+from .forward import eval_batches, evaluating
 from .models import OUTPUT_RANGES, VAE, is_vae, latent_of, reconstruct
 from .scoring import ImagesLike, as_image_tensor, image_metrics
 from .train import corrupt
@@ -39,19 +39,6 @@ SELECT_MODES = ("first", "random", "class", "index")
 
 # --------------------------------------------------------------------------------------------
 # Plumbing
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[torch.device]:
-    """Eval mode and no gradients inside; the previous mode back afterwards. Yields the device."""
-    was_training = model.training
-    model.eval()
-    p = next(model.parameters(), None)
-    try:
-        with torch.no_grad():
-            yield p.device if p is not None else torch.device("cpu")
-    finally:
-        model.train(was_training)
 
 
 def _images(model: nn.Module, images: ImagesLike) -> torch.Tensor:
@@ -162,11 +149,8 @@ def image_grid(rows: Sequence[np.ndarray], pad: int = 2, pad_value: float = 1.0)
 def _map_images(model: nn.Module, images_uint8: ImagesLike, fn, batch_size: int) -> list[torch.Tensor]:
     """``fn(model, x)`` over batches of images scaled to the model's range; CPU float32 parts."""
     _check_batch_size(batch_size)
-    data = _images(model, images_uint8)
-    rng = model.config.output_range
-    with _evaluating(model) as device:
-        return [fn(model, to_float(data[s:s + batch_size].to(device), rng)).float().cpu()
-                for s in range(0, len(data), batch_size)]
+    return [out.float().cpu() for _, out in
+            eval_batches(model, _images(model, images_uint8), batch_size, fn)]
 
 
 def encode_images(model: nn.Module, images_uint8: ImagesLike, batch_size: int = 512) -> torch.Tensor:
@@ -181,7 +165,7 @@ def decode_latents(model: nn.Module, codes: ArrayLike, batch_size: int = 512) ->
     shape = latent_shape(model)
     z = torch.as_tensor(codes, dtype=torch.float32).reshape(-1, math.prod(shape))
     parts = []
-    with _evaluating(model) as device:
+    with evaluating(model) as device:
         for s in range(0, len(z), batch_size):
             parts.append(model.decode(z[s:s + batch_size].reshape(-1, *shape).to(device)).float().cpu())
     return torch.cat(parts) if parts else torch.zeros(0, *model.config.in_shape)

@@ -2,7 +2,9 @@
 
 The anomaly score of the reference (``../shared/REFERENCE.md`` s.1) is ``"l2"``: the L2 norm of an
 image's reconstruction error, sqrt(sum of squared pixel errors). It ranks images exactly like the
-per-pixel mean squared error (``"mse"``). Higher = more anomalous.
+per-pixel mean squared error (``"mse"``). Higher = more anomalous. :data:`SCORES` lists every
+score aelib has; the one-class benchmark's best (``blur``, ``blur_ink``, ``latent``) are here, so
+the benchmark, the CLI and the app compute them with the same code.
 
 Images come in as a resident uint8 tensor (N, C, H, W) and are scaled to the model's pixel range
 one batch at a time (:func:`aelib.data.to_float`), so memory is one batch of floats whatever N.
@@ -13,30 +15,56 @@ scikit-learn / PyOD estimator dialect.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import sklearn
 import torch
+import torch.nn.functional as F
+from scipy.special import erf
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import (
     average_precision_score,
     confusion_matrix,
+    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
     roc_curve,
 )
 from torch import nn
 
-from .data import ImageDataset, to_float
+from .data import ImageDataset
 from .errors import ConfigError, DataError
-from .models import default_beta, is_vae, kl_divergence, reconstruct
+from .forward import Progress, eval_batches
+from .models import default_beta, is_vae, kl_divergence, latent_of, reconstruct
 
-METRICS = ("mse", "mae", "l2", "elbo")
+# Every anomaly score aelib computes (higher = more anomalous), with a line for a menu. This is
+# the one list: the benchmark, the CLI and the app take their names from it.
+SCORES: dict[str, str] = {
+    "l2": "L2 norm of the reconstruction error (the reference score; ranks like mse)",
+    "mse": "mean squared pixel error",
+    "mae": "mean absolute pixel error",
+    "elbo": "negative ELBO: mse + beta * KL (VAE only)",
+    "blur": "L2 norm of the error map smoothed by a Gaussian of sigma 1 pixel",
+    "blur_ink": "blurred squared error divided by the square root of the image's ink",
+    "latent": "Mahalanobis distance of the latent code from the normal training codes",
+}
+METRICS = tuple(SCORES)
+RECONSTRUCTION_SCORES = tuple(s for s in SCORES if s != "latent")  # those that need no fitting
 ENSEMBLE_METHODS = ("zscore", "rank", "mean")
+
+# Pixel-exact errors are dominated by thin misplaced strokes and edges that any image has; the
+# smoothed error keeps what the model could not reconstruct at the scale of parts of the object.
+BLUR_SIGMA = 1.0
+# Error norms favour images with little ink (a thin "1", a sandal), easy to reconstruct whatever
+# the normal class was; dividing by a power of the ink (sum of [0, 1] pixels) removes that bias.
+INK_POWER = 0.5
+INK_EPS = 1e-3  # in [0, 1] pixel units: keeps an all-black image finite
+LATENT_RIDGE = 1e-6  # added to the latent covariance, relative to its mean variance
 
 ImagesLike = torch.Tensor | np.ndarray | ImageDataset
 
@@ -45,16 +73,12 @@ ImagesLike = torch.Tensor | np.ndarray | ImageDataset
 # Batches of (input, reconstruction)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def as_image_tensor(images: ImagesLike, in_shape: Sequence[int]) -> torch.Tensor:
     """A uint8 (N, C, H, W) tensor matching ``in_shape``, without copying when possible.
 
-    Accepts a tensor, a NumPy array or an :class:`ImageDataset`; (N, H, W) for one channel and
-    channels-last (N, H, W, C) arrays (as in the reference ``.npy`` files) are also accepted.
+    Accepts a tensor, a NumPy array (a memory-mapped ``.npy`` stays mapped) or an
+    :class:`ImageDataset`; (N, H, W) for one channel and channels-last (N, H, W, C) arrays (as in
+    the reference ``.npy`` files) are also accepted, as views.
     """
     if isinstance(images, ImageDataset):
         images = images.images
@@ -75,32 +99,6 @@ def as_image_tensor(images: ImagesLike, in_shape: Sequence[int]) -> torch.Tensor
     return images
 
 
-# torch.no_grad() on a generator disables gradients only while the generator runs, not in the
-# caller's loop body between batches (a `with` block inside the generator would leak into it).
-@torch.no_grad()
-def _forward_batches(model: nn.Module, images: ImagesLike, batch_size: int, with_latent: bool
-                     ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Yields (x, recon) or, for a VAE with ``with_latent``, (x, recon, mu, logvar), in eval mode."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size}.")
-    cfg = model.config
-    data = as_image_tensor(images, cfg.in_shape)
-    device = _device_of(model)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(data), batch_size):
-            x = to_float(data[start:start + batch_size].to(device, non_blocking=True), cfg.output_range)
-            if with_latent:
-                recon, mu, logvar = model(x)  # eval mode: the VAE decodes its mean
-                yield x, recon, mu, logvar
-            else:
-                yield x, reconstruct(model, x)
-    finally:
-        model.train(was_training)
-
-
-@torch.no_grad()
 def reconstruct_batches(model: nn.Module, images_uint8: ImagesLike, batch_size: int = 512
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Iterate ``(x, recon)`` float batches in the model's range (``model.config.output_range``).
@@ -109,11 +107,131 @@ def reconstruct_batches(model: nn.Module, images_uint8: ImagesLike, batch_size: 
     runs in eval mode without gradients (a VAE decodes its mean) and gets its previous mode back
     when the iterator is exhausted or closed.
     """
-    yield from _forward_batches(model, images_uint8, batch_size, with_latent=False)
+    data = as_image_tensor(images_uint8, model.config.in_shape)
+    return eval_batches(model, data, batch_size, reconstruct)
 
 
 # --------------------------------------------------------------------------------------------
-# Per-image reconstruction errors
+# Per-image scores
+
+
+def _gaussian_kernel(sigma: float, channels: int) -> torch.Tensor:
+    r = max(1, math.ceil(3 * sigma))
+    xs = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-xs.square() / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, 2 * r + 1, 2 * r + 1).contiguous()
+
+
+def latent_codes(model: nn.Module, images_uint8: ImagesLike, batch_size: int = 512,
+                 progress: Progress | None = None) -> torch.Tensor:
+    """Deterministic latent codes (the VAE's mean, the autoencoders' bottleneck), float64 (N, D)."""
+    data = as_image_tensor(images_uint8, model.config.in_shape)
+    parts = [z.flatten(1).double().cpu() for _, z in
+             eval_batches(model, data, batch_size, latent_of, progress)]
+    return torch.cat(parts) if parts else torch.zeros(0, 0, dtype=torch.float64)
+
+
+class LatentGaussian:
+    """Gaussian fitted to latent codes (N, D); calling it gives squared Mahalanobis distances.
+
+    ``ridge`` is added to the covariance's diagonal relative to its mean variance, so a code
+    dimension the normal images never use keeps the inverse finite.
+    """
+
+    def __init__(self, z: torch.Tensor, ridge: float = LATENT_RIDGE):
+        z = torch.as_tensor(z, dtype=torch.float64)
+        if z.dim() != 2 or len(z) == 0:
+            raise DataError("Fitting the latent Gaussian needs at least one normal image.")
+        self.mean = z.mean(0)
+        d = z.shape[1]
+        cov = torch.cov(z.T).reshape(d, d) if len(z) > 1 else torch.zeros(d, d, dtype=z.dtype)
+        scale = max(float(cov.diagonal().mean()), 1e-12)
+        self.precision = torch.linalg.inv(cov + ridge * scale * torch.eye(d, dtype=z.dtype))
+
+    def __call__(self, z: torch.Tensor) -> np.ndarray:
+        diff = torch.as_tensor(z, dtype=torch.float64) - self.mean
+        return ((diff @ self.precision) * diff).sum(1).numpy()
+
+
+def _check_scores(model: nn.Module, names: tuple[str, ...], allowed: Sequence[str]) -> None:
+    unknown = [m for m in names if m not in allowed]
+    if unknown or not names:
+        raise ConfigError(f"Unknown score(s) {unknown}; choose from {tuple(allowed)}.")
+    if "elbo" in names and not is_vae(model):
+        raise ConfigError("The 'elbo' score needs a variational autoencoder (family 'vae'); "
+                          "use 'l2' or 'mse' for this model.")
+
+
+def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[str] = ("l2",),
+                 batch_size: int = 512, beta: float | None = None,
+                 latent: LatentGaussian | ImagesLike | None = None,
+                 progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Per-image anomaly scores, one float64 array of length N per name in ``metrics``.
+
+    Every name of :data:`SCORES` is computed here, in one pass over the images. ``"latent"``
+    needs ``latent``: a fitted :class:`LatentGaussian` or the normal training images to fit one
+    on. ``beta`` weights the KL of ``"elbo"`` (default :func:`aelib.models.default_beta`; give
+    the beta the VAE was trained with). ``progress(done, total, seconds)`` after each batch.
+    """
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    _check_scores(model, names, SCORES)
+    cfg = model.config
+    data = as_image_tensor(images_uint8, cfg.in_shape)
+    gaussian = None
+    if "latent" in names:
+        if latent is None:
+            raise ConfigError("The 'latent' score needs the normal training images to fit a Gaussian "
+                              "to their latent codes.")
+        gaussian = latent if isinstance(latent, LatentGaussian) else \
+            LatentGaussian(latent_codes(model, latent, batch_size))
+    vae = is_vae(model)
+    kl_beta = default_beta(cfg) if beta is None else float(beta)
+    n_pixels = cfg.n_pixels
+    lo, hi = cfg.value_range
+    channels = cfg.in_shape[0]
+    kernel = _gaussian_kernel(BLUR_SIGMA, channels) if {"blur", "blur_ink"} & set(names) else None
+    want_z = gaussian is not None
+
+    def forward(m: nn.Module, x: torch.Tensor):
+        if vae:
+            recon, mu, logvar = m(x)  # eval mode: the VAE decodes its mean
+            return recon, mu, logvar, mu
+        if want_z:
+            z = m.encode(x)
+            return m.decode(z), None, None, z
+        return m(x), None, None, None
+
+    parts: dict[str, list[torch.Tensor]] = {m: [] for m in names}
+    for x, (recon, mu, logvar, z) in eval_batches(model, data, batch_size, forward, progress):
+        diff = recon - x
+        flat = diff.flatten(1).double()
+        sse = flat.square().sum(1)
+        for m in names:
+            if m == "mse":
+                v = sse / n_pixels
+            elif m == "l2":
+                v = sse.sqrt()
+            elif m == "mae":
+                v = flat.abs().sum(1) / n_pixels
+            elif m == "elbo":
+                v = sse / n_pixels + kl_beta * kl_divergence(mu.double(), logvar.double())
+            elif m == "latent":
+                v = torch.from_numpy(gaussian(z.flatten(1).double().cpu()))
+            else:
+                if kernel.device != diff.device:
+                    kernel = kernel.to(diff.device)
+                # In [0, 1] pixel units whatever the model's range, so the ink term means the same.
+                blurred = F.conv2d(diff / (hi - lo), kernel, padding=kernel.shape[-1] // 2,
+                                   groups=channels)
+                bsq = blurred.flatten(1).double().square().sum(1)
+                if m == "blur":
+                    v = bsq.sqrt()
+                else:
+                    ink = ((x - lo) / (hi - lo)).flatten(1).double().sum(1)
+                    v = bsq / (ink + INK_EPS).pow(INK_POWER)
+            parts[m].append(v.cpu())
+    return {m: (torch.cat(v).numpy() if v else np.zeros(0)) for m, v in parts.items()}
 
 
 def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[str] = ("mse",),
@@ -129,37 +247,20 @@ def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: S
       reconstruction decoded deterministically from the mean and ``beta`` defaulting to
       :func:`aelib.models.default_beta` (1 for the reference preset, 1 / n_pixels otherwise).
       Its mean over a batch equals the eval-mode training loss at that beta.
+    * ``"blur"``, ``"blur_ink"``: see :data:`SCORES`.
 
-    Errors are measured in the model's pixel range. Unknown metrics, or ``"elbo"`` for a model
-    that is not a VAE, raise :class:`ConfigError`.
+    Errors are measured in the model's pixel range. Unknown metrics, ``"latent"`` (it needs
+    fitting: :func:`model_scores` or :class:`AnomalyDetector`), or ``"elbo"`` for a model that is
+    not a VAE, raise :class:`ConfigError`.
     """
-    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise ConfigError(f"Unknown error metric(s) {unknown}; choose from {METRICS}.")
-    want_kl = "elbo" in metrics
-    if want_kl and not is_vae(model):
-        raise ConfigError("The 'elbo' score needs a variational autoencoder (family 'vae'); "
-                          "use 'l2' or 'mse' for this model.")
-    n_pixels = model.config.n_pixels
-    kl_beta = default_beta(model.config) if beta is None else beta
-    parts: dict[str, list[torch.Tensor]] = {m: [] for m in metrics}
-    for batch in _forward_batches(model, images_uint8, batch_size, with_latent=want_kl):
-        x, recon = batch[0], batch[1]
-        diff = (recon - x).flatten(1).double()
-        sse = diff.square().sum(1)
-        mse = sse / n_pixels
-        for m in metrics:
-            if m == "mse":
-                v = mse
-            elif m == "l2":
-                v = sse.sqrt()
-            elif m == "mae":
-                v = diff.abs().sum(1) / n_pixels
-            else:
-                v = mse + kl_beta * kl_divergence(batch[2].double(), batch[3].double())
-            parts[m].append(v.cpu())
-    return {m: (torch.cat(v).numpy() if v else np.zeros(0)) for m, v in parts.items()}
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    _check_scores(model, names, RECONSTRUCTION_SCORES)
+    return model_scores(model, images_uint8, names, batch_size, beta)
+
+
+def available_scores(model: nn.Module) -> tuple[str, ...]:
+    """The names of :data:`SCORES` that apply to ``model`` (``"elbo"`` only for a VAE)."""
+    return tuple(s for s in SCORES if s != "elbo" or is_vae(model))
 
 
 def per_class_errors(errors: np.ndarray, labels: Sequence | np.ndarray | torch.Tensor,
@@ -211,6 +312,14 @@ def _binary_labels(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int8, copy=False), s
 
 
+def _check_both(y: np.ndarray, what: str) -> None:
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        only = "anomalies" if n_pos else "normal images"
+        raise DataError(f"{what} needs both normal (0) and anomalous (1) labels; these {len(y)} "
+                        f"labels are all {only}.")
+
+
 def roc(labels, scores) -> dict:
     """ROC curve and summary of anomaly ``scores`` against ``labels`` (1 = anomaly).
 
@@ -219,14 +328,81 @@ def roc(labels, scores) -> dict:
     precision-recall curve with anomalies as the positive class).
     """
     y, s = _binary_labels(labels, scores)
-    n_pos = int(y.sum())
-    if n_pos == 0 or n_pos == len(y):
-        only = "anomalies" if n_pos else "normal images"
-        raise DataError(f"ROC AUC needs both normal (0) and anomalous (1) labels; these {len(y)} "
-                        f"labels are all {only}.")
+    _check_both(y, "ROC AUC")
     fpr, tpr, thresholds = roc_curve(y, s)
     return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": float(roc_auc_score(y, s)),
             "average_precision": float(average_precision_score(y, s))}
+
+
+def best_f1_threshold(labels, scores) -> float:
+    """The threshold (``score >= threshold`` => anomaly) with the highest F1 on labelled scores.
+
+    Candidates are the thresholds of ``sklearn.metrics.precision_recall_curve``; F1 is the
+    harmonic mean of the precision and recall it returns at each of them.
+    """
+    y, s = _binary_labels(labels, scores)
+    _check_both(y, "Choosing a threshold by F1")
+    precision, recall, thresholds = precision_recall_curve(y, s)
+    p, r = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return float(thresholds[int(np.argmax(f1))])
+
+
+def contamination_threshold(scores, contamination: float) -> float:
+    """The threshold that flags the top ``contamination`` fraction of unlabelled ``scores``.
+
+    The ``1 - contamination`` quantile, as PyOD sets ``threshold_``; ``contamination`` in (0, 0.5].
+    """
+    if not 0.0 < float(contamination) <= 0.5:
+        raise ConfigError(f"contamination must be in (0, 0.5], got {contamination}.")
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if len(s) == 0:
+        raise DataError("Choosing a threshold by contamination needs at least one score.")
+    if not np.isfinite(s).all():
+        raise DataError("Scores contain NaN or infinite values.")
+    return float(np.quantile(s, 1.0 - float(contamination)))
+
+
+THRESHOLD_METHODS = ("best_f1", "contamination", "manual")
+
+
+def choose_threshold(method: str, scores, labels=None, contamination: float = 0.1,
+                     value: float | None = None) -> float:
+    """One entry point for the three ways to set a threshold.
+
+    * ``"best_f1"``: :func:`best_f1_threshold` (needs ``labels``, 1 = anomaly).
+    * ``"contamination"``: :func:`contamination_threshold` of the (unlabelled) ``scores``.
+    * ``"manual"``: ``value`` as given.
+    """
+    if method == "best_f1":
+        if labels is None:
+            raise ConfigError("Choosing the threshold by best F1 needs labels; use 'contamination' "
+                              "for unlabelled images.")
+        return best_f1_threshold(labels, scores)
+    if method == "contamination":
+        return contamination_threshold(scores, contamination)
+    if method == "manual":
+        if value is None or not math.isfinite(float(value)):
+            raise ConfigError("A manual threshold needs a finite value.")
+        return float(value)
+    raise ConfigError(f"Unknown threshold method {method!r}; choose from {THRESHOLD_METHODS}.")
+
+
+def evaluate_scores(labels, scores) -> dict:
+    """The summary figures of anomaly ``scores`` against ``labels`` (1 = anomaly), as floats.
+
+    ``auc`` (ROC AUC), ``average_precision`` (AUPR), ``f1_max`` with ``f1_threshold`` (the best
+    F1 over thresholds, as anomalib's F1Max, and the threshold that reaches it) and the
+    ``precision`` / ``recall`` there; ``n``, ``n_anomalies``. All from ``sklearn.metrics``.
+    """
+    y, s = _binary_labels(labels, scores)
+    _check_both(y, "Evaluating scores")
+    t = best_f1_threshold(y, s)
+    at = threshold_metrics(y, s, t)
+    return {"auc": float(roc_auc_score(y, s)), "average_precision": float(average_precision_score(y, s)),
+            "f1_max": at["f1"], "f1_threshold": t, "precision": at["precision"], "recall": at["recall"],
+            "n": int(len(y)), "n_anomalies": int(y.sum())}
 
 
 def threshold_metrics(labels, scores, threshold: float) -> dict:
@@ -275,59 +451,45 @@ def image_metrics(x: torch.Tensor | np.ndarray, recon: torch.Tensor | np.ndarray
 # The detector (scikit-learn / PyOD dialect)
 
 
-class AnomalyDetector(OutlierMixin, BaseEstimator):
-    """Anomaly detector around a trained autoencoder, in the scikit-learn / PyOD dialect.
+PROBA_METHODS = ("linear", "unify")
 
-    It does not train the network (that is :mod:`aelib.train`): ``fit(X)`` scores the (normal)
-    training images and sets ``threshold_`` at their ``1 - contamination`` quantile.
 
-    * ``decision_scores_``: anomaly scores of the training images (higher = more anomalous).
-    * ``threshold_``, ``labels_`` (training predictions).
-    * ``score_samples(X)``: like scikit-learn, higher = more normal (minus the anomaly score).
-    * ``decision_function(X)``: anomaly score minus ``threshold_``; > 0 means anomaly.
-    * ``predict(X)``: **PyOD convention**, 1 = anomaly, 0 = normal (scikit-learn's own outlier
-      detectors return -1 / 1 instead). An image is an anomaly when its score is strictly above
-      ``threshold_``, as in PyOD.
-
-    ``score`` is one of :data:`METRICS` (``"l2"``, the reference score, by default).
-    """
-
-    def __init__(self, model: nn.Module, score: str = "l2", contamination: float = 0.1,
-                 batch_size: int = 512):
-        self.model = model
-        self.score = score
-        self.contamination = contamination
-        self.batch_size = batch_size
+class _ThresholdedDetector(OutlierMixin, BaseEstimator):
+    """``fit`` / ``predict`` / ``predict_proba`` around a subclass's ``anomaly_scores``."""
 
     def _check_params(self) -> None:
-        if self.score not in METRICS:
-            raise ConfigError(f"Unknown score {self.score!r}; choose from {METRICS}.")
-        if self.score == "elbo" and not is_vae(self.model):
-            raise ConfigError("The 'elbo' score needs a variational autoencoder (family 'vae').")
         if not 0.0 < float(self.contamination) <= 0.5:
             raise ConfigError(f"contamination must be in (0, 0.5], got {self.contamination}.")
 
-    def anomaly_scores(self, X: ImagesLike) -> np.ndarray:
-        """Raw anomaly scores (higher = more anomalous); needs no fitting."""
-        self._check_params()
-        return reconstruction_errors(self.model, X, (self.score,), self.batch_size)[self.score]
+    def _fit_scores(self, X: ImagesLike, progress: Progress | None) -> np.ndarray:
+        raise NotImplementedError
 
-    def fit(self, X: ImagesLike, y: None = None) -> AnomalyDetector:
-        """Score the training images and set ``threshold_``. ``y`` is ignored (unsupervised)."""
+    def fit(self, X: ImagesLike, y: None = None, progress: Progress | None = None):
+        """Fit on normal images: score them and set ``threshold_``. ``y`` is ignored (unsupervised)."""
         self._check_params()
-        scores = self.anomaly_scores(X)
+        scores = np.asarray(self._fit_scores(X, progress), dtype=np.float64)
         if len(scores) == 0:
             raise DataError("fit needs at least one image.")
         self.decision_scores_ = scores
-        self.threshold_ = float(np.quantile(scores, 1.0 - float(self.contamination)))
+        self.threshold_ = contamination_threshold(scores, self.contamination)
         self.labels_ = (scores > self.threshold_).astype(np.int64)
-        self.n_features_in_ = int(self.model.config.n_pixels)
+        # PyOD keeps the training scores' mean and (population) std for predict_proba("unify").
+        self._mu = float(np.mean(scores))
+        self._sigma = float(np.std(scores))
         return self
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
-            raise NotFittedError("This AnomalyDetector is not fitted yet; call fit(X) on normal "
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(X) on normal "
                                  "images first.")
+
+    def set_threshold(self, threshold: float) -> None:
+        """Replace ``threshold_`` (e.g. by :func:`choose_threshold` on labelled or unlabelled scores)."""
+        self._check_fitted()
+        if not math.isfinite(float(threshold)):
+            raise ConfigError(f"The threshold must be a finite number, got {threshold}.")
+        self.threshold_ = float(threshold)
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
 
     def score_samples(self, X: ImagesLike) -> np.ndarray:
         """Opposite of the anomaly score: higher = more normal (scikit-learn convention)."""
@@ -345,6 +507,140 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     def fit_predict(self, X: ImagesLike, y: None = None) -> np.ndarray:
         """Fit on ``X`` and return its training labels (1 = anomaly)."""
         return self.fit(X).labels_
+
+    def predict_proba(self, X: ImagesLike, method: str = "linear", scores: np.ndarray | None = None
+                      ) -> np.ndarray:
+        """(N, 2) array: P(normal), P(anomaly) per image, as PyOD's ``predict_proba`` defines them.
+
+        * ``"linear"``: the anomaly score min-max scaled by the training scores
+          (``sklearn.preprocessing.MinMaxScaler`` fitted on ``decision_scores_``), clipped to [0, 1].
+        * ``"unify"``: ``erf((score - mean) / (std * sqrt(2)))`` with the training scores' mean
+          and std, clipped to [0, 1] (Kriegel et al.'s unified outlier scores, as in PyOD).
+
+        ``scores``: the images' anomaly scores if already computed (skips the forward pass).
+        """
+        from sklearn.preprocessing import MinMaxScaler
+
+        self._check_fitted()
+        if method not in PROBA_METHODS:
+            raise ConfigError(f"Unknown probability method {method!r}; choose from {PROBA_METHODS}.")
+        s = self.anomaly_scores(X) if scores is None else np.asarray(scores, dtype=np.float64).ravel()
+        probs = np.zeros((len(s), 2))
+        if method == "linear":
+            scaler = MinMaxScaler().fit(self.decision_scores_.reshape(-1, 1))
+            probs[:, 1] = scaler.transform(s.reshape(-1, 1)).ravel().clip(0, 1)
+        else:
+            sigma = self._sigma if self._sigma > 0 else 1.0
+            probs[:, 1] = erf((s - self._mu) / (sigma * np.sqrt(2))).clip(0, 1)
+        probs[:, 0] = 1 - probs[:, 1]
+        return probs
+
+
+class AnomalyDetector(_ThresholdedDetector):
+    """Anomaly detector around a trained autoencoder, in the scikit-learn / PyOD dialect.
+
+    It does not train the network (that is :mod:`aelib.train`): ``fit(X)`` on normal images fits
+    what the score needs (the latent Gaussian for ``"latent"``), scores them and sets
+    ``threshold_`` at their ``1 - contamination`` quantile.
+
+    * ``decision_scores_``: anomaly scores of the training images (higher = more anomalous).
+    * ``threshold_``, ``labels_`` (training predictions); :meth:`set_threshold` replaces it.
+    * ``anomaly_scores(X)``: the raw scores (higher = more anomalous).
+    * ``score_samples(X)``: like scikit-learn, higher = more normal (minus the anomaly score).
+    * ``decision_function(X)``: anomaly score minus ``threshold_``; > 0 means anomaly.
+    * ``predict(X)``: **PyOD convention**, 1 = anomaly, 0 = normal (scikit-learn's own outlier
+      detectors return -1 / 1 instead). An image is an anomaly when its score is strictly above
+      ``threshold_``, as in PyOD.
+    * ``predict_proba(X, method="linear" | "unify")``: PyOD's outlier probabilities.
+
+    ``score`` is one of :data:`SCORES` (``"l2"``, the reference score, by default); ``beta`` is
+    the KL weight of ``"elbo"`` (default :func:`aelib.models.default_beta`).
+    """
+
+    def __init__(self, model: nn.Module, score: str = "l2", contamination: float = 0.1,
+                 batch_size: int = 512, beta: float | None = None):
+        self.model = model
+        self.score = score
+        self.contamination = contamination
+        self.batch_size = batch_size
+        self.beta = beta
+
+    def _check_params(self) -> None:
+        if self.score not in SCORES:
+            raise ConfigError(f"Unknown score {self.score!r}; choose from {METRICS}.")
+        if self.score == "elbo" and not is_vae(self.model):
+            raise ConfigError("The 'elbo' score needs a variational autoencoder (family 'vae').")
+        super()._check_params()
+
+    def anomaly_scores(self, X: ImagesLike, progress: Progress | None = None) -> np.ndarray:
+        """Raw anomaly scores (higher = more anomalous); only ``"latent"`` needs fitting first."""
+        self._check_params()
+        latent = None
+        if self.score == "latent":
+            if not hasattr(self, "latent_"):
+                raise NotFittedError("The 'latent' score needs fit(X) on normal images first.")
+            latent = self.latent_
+        return model_scores(self.model, X, (self.score,), self.batch_size, self.beta, latent,
+                            progress)[self.score]
+
+    def _fit_scores(self, X: ImagesLike, progress: Progress | None) -> np.ndarray:
+        if self.score == "latent":
+            self.latent_ = LatentGaussian(latent_codes(self.model, X, self.batch_size))
+        return self.anomaly_scores(X, progress)
+
+    def fit(self, X: ImagesLike, y: None = None, progress: Progress | None = None) -> AnomalyDetector:
+        super().fit(X, y, progress)
+        self.n_features_in_ = int(self.model.config.n_pixels)
+        return self
+
+
+class EnsembleDetector(_ThresholdedDetector):
+    """The mean of several detectors' standardised scores (seeds, families or scores).
+
+    ``fit(X)`` fits every member on the normal images and keeps the mean and standard deviation
+    of each member's training scores; an image's score is the average over members of
+    ``(score - mean) / std``. The standardisation uses the normal training images only, so a
+    single image scores the same alone or in a batch (the benchmark's :func:`ensemble_scores`
+    standardises over the scored set instead).
+    """
+
+    def __init__(self, detectors: Sequence[AnomalyDetector], contamination: float = 0.1):
+        self.detectors = detectors
+        self.contamination = contamination
+
+    def _check_params(self) -> None:
+        if not self.detectors:
+            raise ConfigError("An ensemble needs at least one detector.")
+        super()._check_params()
+
+    def _members(self, progress: Progress | None):
+        """(detector, progress for it) pairs; one progress from 0 to n * members overall."""
+        k = len(self.detectors)
+        for i, d in enumerate(self.detectors):
+            if progress is None:
+                yield d, None
+            else:
+                yield d, (lambda done, total, sec, i=i: progress(i * total + done, k * total, sec))
+
+    def _fit_scores(self, X: ImagesLike, progress: Progress | None) -> np.ndarray:
+        self.member_mean_, self.member_std_ = [], []
+        for d, p in self._members(progress):
+            d.fit(X, progress=p)
+            self.member_mean_.append(float(np.mean(d.decision_scores_)))
+            sd = float(np.std(d.decision_scores_))
+            self.member_std_.append(sd if sd > 0 else 1.0)
+        return self._combine([d.decision_scores_ for d in self.detectors])
+
+    def _combine(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return np.mean([(a - m) / s for a, m, s in zip(arrays, self.member_mean_, self.member_std_)],
+                       axis=0)
+
+    def anomaly_scores(self, X: ImagesLike, progress: Progress | None = None) -> np.ndarray:
+        """Mean standardised member score (higher = more anomalous); needs fitting."""
+        if not hasattr(self, "member_mean_"):
+            raise NotFittedError("This EnsembleDetector is not fitted yet; call fit(X) on normal "
+                                 "images first.")
+        return self._combine([d.anomaly_scores(X, p) for d, p in self._members(progress)])
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from torch import nn
 from . import mlp_step
 from .data import to_float
 from .errors import ConfigError, TrainingDiverged
+from .forward import eval_batches
 from .models import default_beta, is_vae, kl_divergence
 
 
@@ -218,20 +219,11 @@ def evaluate(model: nn.Module, images: torch.Tensor, cfg: TrainConfig | None = N
     cfg = cfg or TrainConfig()
     if cfg.beta is None:
         cfg = replace(cfg, beta=default_beta(model.config))
-    was_training = model.training
-    model.eval()
-    out_range = model.config.output_range
-    device = next(model.parameters()).device
     total_loss = total_mse = 0.0
     n = len(images)
-    try:
-        for i in range(0, n, cfg.val_batch_size):
-            x = to_float(images[i:i + cfg.val_batch_size].to(device), out_range)
-            loss, mse = _loss(model, x, x, cfg)
-            total_loss += loss.item() * len(x)
-            total_mse += mse.item() * len(x)
-    finally:
-        model.train(was_training)
+    for x, (loss, mse) in eval_batches(model, images, cfg.val_batch_size, lambda m, x: _loss(m, x, x, cfg)):
+        total_loss += loss.item() * len(x)
+        total_mse += mse.item() * len(x)
     return {"loss": total_loss / max(n, 1), "mse": total_mse / max(n, 1)}
 
 

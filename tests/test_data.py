@@ -726,3 +726,16 @@ def test_an_image_link_pointing_out_of_the_folder_is_refused(tmp_path):
     (inside / "zz.png").symlink_to(outside / "secret.png")
     with pytest.raises(DataError, match="outside the allowed folder"):
         load_images(inside)
+
+
+def test_holdout_split_holds_out_the_last_tenth_as_views_without_a_copy():
+    """One policy for the CLI and the app; contiguous slices, so a memory-mapped set is never copied."""
+    from aelib.data import holdout_split
+
+    images = torch.arange(50, dtype=torch.uint8).reshape(50, 1, 1, 1).repeat(1, 1, 2, 2)
+    train, test = holdout_split(images, name="x.npy")
+    assert train.images.data_ptr() == images.data_ptr()
+    assert test.images.untyped_storage().data_ptr() == images.untyped_storage().data_ptr()
+    assert len(train) == 45 and test.images[:, 0, 0, 0].tolist() == list(range(45, 50))
+    few_train, few_test = holdout_split(images[:5])
+    assert len(few_train) == len(few_test) == 5  # too few to hold any out: the same images

@@ -8,18 +8,25 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import erf
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
 from torch import nn
 
 from aelib.data import to_float
 from aelib.errors import ConfigError, DataError
 from aelib.models import ModelConfig, build, get_config, reconstruct, vae_loss
 from aelib.scoring import (
+    RECONSTRUCTION_SCORES,
+    SCORES,
     AnomalyDetector,
+    EnsembleDetector,
+    choose_threshold,
     ensemble_scores,
+    evaluate_scores,
     image_metrics,
+    model_scores,
     per_class_errors,
     reconstruct_batches,
     reconstruction_errors,
@@ -297,3 +304,126 @@ def test_ensemble_scores_standardises_each_model():
 
 def test_per_class_errors_returns_a_dataframe():
     assert isinstance(per_class_errors([1.0], [0]), pd.DataFrame)
+
+
+# --------------------------------------------------------------------------------------------
+# benchmark scores, metrics, thresholds, probabilities, ensembles
+
+
+class Zero(nn.Module):
+    """recon = 0 and a 2-d code (the first two pixels), so every score is known by hand."""
+
+    def __init__(self, in_shape=(1, 8, 8)):
+        super().__init__()
+        self.config = ModelConfig("fcn", in_shape, latent=2)
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def encode(self, x):
+        return x.flatten(1)[:, :2]
+
+    def decode(self, z):
+        return torch.zeros(len(z), *self.config.in_shape)
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+def test_blur_scores_and_ink_normalisation_by_hand():
+    a = torch.zeros(2, 1, 20, 20, dtype=torch.uint8)
+    a[:, 0, 4:6, 4:6] = 255
+    a[1, 0, 13:15, 13:15] = 255  # twice the ink: a second blob beyond the blur's reach
+    s = model_scores(Zero((1, 20, 20)), a, ("l2", "blur", "blur_ink"))
+    assert s["l2"][1] == pytest.approx(s["l2"][0] * np.sqrt(2))
+    assert s["blur"][1] ** 2 == pytest.approx(2 * s["blur"][0] ** 2, rel=1e-3)
+    assert s["blur_ink"][0] == pytest.approx(s["blur"][0] ** 2 / np.sqrt(4 + 1e-3), rel=1e-6)
+    assert s["blur_ink"][1] / s["blur_ink"][0] == pytest.approx(2 / np.sqrt(2), rel=1e-3)
+    assert set(RECONSTRUCTION_SCORES) | {"latent"} == set(SCORES)
+
+
+def test_latent_score_is_the_mahalanobis_distance_of_the_codes():
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (400, 1, 8, 8), dtype=torch.uint8, generator=g)
+    z = train.flatten(1)[:, :2].double() / 255
+    mean, cov = z.mean(0), torch.cov(z.T)
+    test = _images(5, (1, 8, 8), seed=1)
+    zt = test.flatten(1)[:, :2].double() / 255
+    expected = (((zt - mean) @ torch.linalg.inv(cov)) * (zt - mean)).sum(1).numpy()
+    got = model_scores(Zero(), test, ("latent",), latent=train)["latent"]
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    with pytest.raises(ConfigError):
+        model_scores(Zero(), test, ("latent",))
+    with pytest.raises(ConfigError):
+        reconstruction_errors(Zero(), test, ("latent",))
+
+
+def test_evaluate_scores_against_sklearn():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(300), np.ones(100)].astype(int)
+    s = rng.normal(size=400) + 1.5 * y
+    r = evaluate_scores(y, s)
+    assert r["auc"] == pytest.approx(roc_auc_score(y, s))
+    assert r["average_precision"] == pytest.approx(average_precision_score(y, s))
+    # f1_max is the best F1 over every cut of the scores, by brute force with sklearn's f1_score.
+    brute = max(f1_score(y, (s >= t).astype(int)) for t in np.unique(s))
+    assert r["f1_max"] == pytest.approx(brute)
+    assert f1_score(y, (s >= r["f1_threshold"]).astype(int)) == pytest.approx(brute)
+    assert r["n"] == 400 and r["n_anomalies"] == 100
+    with pytest.raises(DataError):
+        evaluate_scores(np.zeros(4), np.arange(4.0))
+
+
+def test_threshold_helpers():
+    rng = np.random.default_rng(1)
+    s = rng.normal(size=1000)
+    t = choose_threshold("contamination", s, contamination=0.05)
+    assert np.mean(s > t) == pytest.approx(0.05, abs=0.002)
+    assert choose_threshold("manual", s, value=0.3) == 0.3
+    y = (s > 1.0).astype(int)  # perfectly separable at 1.0
+    assert threshold_metrics(y, s, choose_threshold("best_f1", s, labels=y))["f1"] == 1.0
+    with pytest.raises(ConfigError):
+        choose_threshold("best_f1", s)
+    with pytest.raises(ConfigError):
+        choose_threshold("contamination", s, contamination=0.7)
+    with pytest.raises(ConfigError):
+        choose_threshold("otsu", s)
+
+
+def test_detector_with_latent_score_fits_on_normal_codes_and_predict_proba_follows_pyod():
+    train = _images(300, (1, 8, 8), seed=2)
+    test = _images(50, (1, 8, 8), seed=3)
+    det = AnomalyDetector(Zero(), score="latent", contamination=0.1)
+    with pytest.raises(NotFittedError):
+        det.anomaly_scores(test)
+    det.fit(train)
+    expected = model_scores(Zero(), test, ("latent",), latent=train)["latent"]
+    np.testing.assert_allclose(det.anomaly_scores(test), expected, rtol=1e-9)
+    s = det.anomaly_scores(test)
+    train_s = det.decision_scores_
+    lin = det.predict_proba(test)
+    assert lin.shape == (50, 2)
+    lo, hi = train_s.min(), train_s.max()
+    np.testing.assert_allclose(lin[:, 1], np.clip((s - lo) / (hi - lo), 0, 1))
+    np.testing.assert_allclose(lin.sum(1), 1.0)
+    uni = det.predict_proba(test, method="unify")
+    z = (s - train_s.mean()) / (train_s.std() * np.sqrt(2))
+    np.testing.assert_allclose(uni[:, 1], np.clip(erf(z), 0, 1))
+    with pytest.raises(ConfigError):
+        det.predict_proba(test, method="softmax")
+    det.set_threshold(float(np.median(s)))
+    assert det.predict(test).sum() == int((s > np.median(s)).sum())
+
+
+def test_ensemble_detector_standardises_members_by_their_training_scores():
+    train = _images(200, (1, 8, 8), seed=4)
+    test = _images(30, (1, 8, 8), seed=5)
+    members = [AnomalyDetector(Zero(), score="l2"), AnomalyDetector(Zero(), score="latent")]
+    ens = EnsembleDetector(members, contamination=0.2).fit(train)
+    parts = []
+    for d in members:
+        parts.append((d.anomaly_scores(test) - d.decision_scores_.mean()) / d.decision_scores_.std())
+    np.testing.assert_allclose(ens.anomaly_scores(test), np.mean(parts, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(ens.anomaly_scores(test[:1]), ens.anomaly_scores(test)[:1], rtol=1e-9)
+    assert ens.labels_.mean() == pytest.approx(0.2, abs=0.01)
+    seen = []
+    ens.anomaly_scores(test, progress=lambda done, total, sec: seen.append((done, total)))
+    assert seen[-1] == (60, 60) and all(t == 60 for _, t in seen)
