@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from aelib import cli
 from aelib.anomaly import Member, Recipe, recommended_recipe, train_detector
