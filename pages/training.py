@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import plotly.graph_objects as go
 import streamlit as st
 
 from aelib import explore
 from aelib.errors import AelibError
-from aelib.ui import compute, draw, router, runs, settings, sidebar, state, widgets
+from aelib.ui import compute, draw, router, runs, sidebar, state, training, widgets
 
 SWEEP_SIZES = [4, 8, 16, 32, 48, 64, 128, 256]
 
@@ -94,82 +92,9 @@ with live_col:
         st.session_state["aelib.t_live"] = None  # a full run draws the final state itself
     live()
 
-# ---- this session's runs: save, download -----------------------------------------------------------
-st.subheader("Runs of this session")
-session = list(runs.session_runs().values())
-if not session:
-    st.caption("Runs you start appear here, with Save and Download once they finish.")
-else:
-
-    @st.fragment(run_every=2.0 if runs.active_run() else None)
-    def run_list() -> None:
-        st.dataframe(runs.table(list(runs.session_runs().values())), hide_index=True)
-
-    run_list()
-    st.caption(
-        ":material/info: Runs live in this browser tab only: reloading or closing it drops the ones "
-        "you have not saved or downloaded."
-    )
-    finished = {r.id: r for r in session if r.model is not None and r.meta is not None}
-    if finished:
-        pick = st.selectbox("Run", list(finished), key="aelib.t_pick", format_func=lambda i: finished[i].name)
-        run = finished[pick]
-        c1, c2, c3 = st.columns(3)
-        c1.download_button(
-            "Download .safetensors",
-            lambda: runs.to_bytes(run),
-            file_name=f"{run.name}.safetensors",
-            mime="application/octet-stream",
-            key="aelib.t_dl",
-            icon=":material/download:",
-            on_click=runs.mark_kept,
-            args=(run,),
-        )
-        c2.download_button(
-            "Download metadata .json",
-            json.dumps(run.meta, indent=1),
-            key="aelib.t_dl_json",
-            file_name=f"{run.name}.json",
-            mime="application/json",
-        )
-        if settings.read_only():
-            c3.caption("Saving is off on this server (read-only): download the checkpoint instead.")
-        elif c3.button(
-            "Save to checkpoints/",
-            key="aelib.t_save",
-            icon=":material/save:",
-            help="Saved models are listed for every user of this server, never picked by default.",
-        ):
-            try:
-                saved = runs.save(run)
-            except (AelibError, OSError) as exc:
-                st.error(f"Could not save {run.name}: {exc}")
-            else:
-                state.flash(f"Saved {run.name} as {saved}.")
-
-# ---- checkpoints this session saved: delete, after a confirmation ------------------------------------
-mine = [m for m in fr.all_models if runs.deletable(m)]
-if mine:
-    st.subheader("Checkpoints you saved")
-    by_id = {m.id: m for m in mine}
-    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    victim = by_id[
-        c1.selectbox(
-            "Delete a checkpoint", list(by_id), key="aelib.t_del_pick", format_func=lambda i: by_id[i].name
-        )
-    ]
-    if c2.button("Delete...", key="aelib.t_del", icon=":material/delete:"):
-        st.session_state["aelib.t_del_confirm"] = victim.id
-    if st.session_state.get("aelib.t_del_confirm") == victim.id:
-        st.warning(f"Delete **{victim.name}** from this server for good?")
-        y, n = st.columns(2)
-        if y.button("Yes, delete it", key="aelib.t_del_yes", type="primary"):
-            st.session_state.pop("aelib.t_del_confirm")
-            runs.delete(victim)
-            state.flash(f"Deleted {victim.name}.")
-        if n.button("Cancel", key="aelib.t_del_no"):
-            st.session_state.pop("aelib.t_del_confirm")
-            st.rerun()
+# ---- this session's runs and saves ------------------------------------------------------------
+training.session_runs_panel()
+training.saved_panel(fr)
 
 # ---- latent-size sweep -------------------------------------------------------------------------------
 st.subheader("Latent-size sweep")

@@ -1,0 +1,98 @@
+"""The Training page's panels below the set-up: this session's runs (save, download) and the
+checkpoints this session saved (delete, after a confirmation)."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from ..errors import AelibError
+from . import runs, settings, state
+from .sidebar import Frame
+
+
+def session_runs_panel() -> None:
+    """The session's runs: a live table, and Save / Download for a finished one."""
+    st.subheader("Runs of this session")
+    session = list(runs.session_runs().values())
+    if not session:
+        st.caption("Runs you start appear here, with Save and Download once they finish.")
+    else:
+
+        @st.fragment(run_every=2.0 if runs.active_run() else None)
+        def run_list() -> None:
+            st.dataframe(runs.table(list(runs.session_runs().values())), hide_index=True)
+
+        run_list()
+        st.caption(
+            ":material/info: Runs live in this browser tab only: reloading or closing it drops the ones "
+            "you have not saved or downloaded."
+        )
+        finished = {r.id: r for r in session if r.model is not None and r.meta is not None}
+        if finished:
+            pick = st.selectbox(
+                "Run", list(finished), key="aelib.t_pick", format_func=lambda i: finished[i].name
+            )
+            run = finished[pick]
+            c1, c2, c3 = st.columns(3)
+            c1.download_button(
+                "Download .safetensors",
+                lambda: runs.to_bytes(run),
+                file_name=f"{run.name}.safetensors",
+                mime="application/octet-stream",
+                key="aelib.t_dl",
+                icon=":material/download:",
+                on_click=runs.mark_kept,
+                args=(run,),
+            )
+            c2.download_button(
+                "Download metadata .json",
+                json.dumps(run.meta, indent=1),
+                key="aelib.t_dl_json",
+                file_name=f"{run.name}.json",
+                mime="application/json",
+            )
+            if settings.read_only():
+                c3.caption("Saving is off on this server (read-only): download the checkpoint instead.")
+            elif c3.button(
+                "Save to checkpoints/",
+                key="aelib.t_save",
+                icon=":material/save:",
+                help="Saved models are listed for every user of this server, never picked by default.",
+            ):
+                try:
+                    saved = runs.save(run)
+                except (AelibError, OSError) as exc:
+                    st.error(f"Could not save {run.name}: {exc}")
+                else:
+                    state.flash(f"Saved {run.name} as {saved}.")
+
+
+def saved_panel(fr: Frame) -> None:
+    """Checkpoints this session saved, deletable after a confirmation (nothing else is)."""
+    mine = [m for m in fr.all_models if runs.deletable(m)]
+    if mine:
+        st.subheader("Checkpoints you saved")
+        by_id = {m.id: m for m in mine}
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        victim = by_id[
+            c1.selectbox(
+                "Delete a checkpoint",
+                list(by_id),
+                key="aelib.t_del_pick",
+                format_func=lambda i: by_id[i].name,
+            )
+        ]
+        if c2.button("Delete...", key="aelib.t_del", icon=":material/delete:"):
+            st.session_state["aelib.t_del_confirm"] = victim.id
+        if st.session_state.get("aelib.t_del_confirm") == victim.id:
+            st.warning(f"Delete **{victim.name}** from this server for good?")
+            y, n = st.columns(2)
+            if y.button("Yes, delete it", key="aelib.t_del_yes", type="primary"):
+                st.session_state.pop("aelib.t_del_confirm")
+                runs.delete(victim)
+                state.flash(f"Deleted {victim.name}.")
+            if n.button("Cancel", key="aelib.t_del_no"):
+                st.session_state.pop("aelib.t_del_confirm")
+                st.rerun()
