@@ -158,7 +158,8 @@ class _ProgressCallback(Callback):
                        "seconds": seconds, "eta_s": eta})
 
 
-def _subset(images: torch.Tensor, max_images: int, seed: int) -> torch.Tensor:
+def normal_subset(images: torch.Tensor, max_images: int, seed: int = 0) -> torch.Tensor:
+    """At most ``max_images`` of the normal images: a seeded random subset, in their original order."""
     if len(images) <= max_images:
         return images
     g = torch.Generator().manual_seed(seed)
@@ -192,7 +193,7 @@ def train_detector(images: ImagesLike, recipe: Recipe | None = None, seed: int =
                             f"these are {shape}.")
         if m.score not in SCORES:
             raise ConfigError(f"Unknown score {m.score!r} in the recipe; choose from {tuple(SCORES)}.")
-    data = _subset(data, recipe.max_images, seed)
+    data = normal_subset(data, recipe.max_images, seed)
     if not data.is_contiguous():
         data = data.contiguous()
     models = [build(m.model, seed=seed) for m in recipe.members]

@@ -6,7 +6,7 @@ import streamlit as st
 
 from aelib import explore, export
 from aelib.errors import AelibError
-from aelib.ui import anomaly, choices, compute, draw, router, runs, state, widgets
+from aelib.ui import anomaly, choices, compute, draw, router, state, widgets
 from aelib.ui.state import kept
 
 fr = router.page(__file__)
@@ -59,28 +59,29 @@ except AelibError as exc:
     st.stop()
 
 candidates = choices.compatible(fr.all_models, case.test.shape)
-# ---- a detector for these normal images, trained here --------------------------------------------
-pending = runs.session_runs().get(st.session_state.get("aelib.a_pending", ""))
+# ---- the recommended detector for these normal images, trained here ---------------------------------
+members = anomaly.detector_runs(case) if case.normal is not None else []
 if case.normal is not None and not any(anomaly.fits(m, case, data) for m in candidates):
     if case.normal_classes is not None:
         st.warning(
             "No model was trained on these normal classes only. Scores from models trained on all "
             "classes are still shown (labelled as such), but they have seen the anomalies in training."
         )
-    n_quick = min(len(case.normal), anomaly.QUICK_IMAGES)
+    recipe = anomaly.recipe_for(case)
     if st.button(
-        f"Train a quick model on the normal images ({anomaly.QUICK_EPOCHS} epochs, {n_quick:,} images)",
+        f"Train the recommended detector on the normal images "
+        f"({min(len(case.normal), recipe.max_images):,} images)",
         key="aelib.a_train",
         icon=":material/model_training:",
+        help=recipe.description,
     ):
         try:
-            pending = anomaly.start_quick(case)
+            members = anomaly.start_recommended(case)
         except AelibError as exc:
             st.error(str(exc))
         else:
-            st.session_state["aelib.a_pending"] = pending.id
-            state.flash("Training in the background; the model is added here when done.", "info")
-anomaly.quick_status(pending)
+            state.flash("Training in the background; the detector is added here when done.", "info")
+anomaly.detector_status(members)
 
 if not candidates:
     st.info(
@@ -89,7 +90,7 @@ if not candidates:
     )
     st.stop()
 
-# Models to score with: the sidebar's picks and one-class models of these classes, plus a fresh quick model.
+# Models to score with: the sidebar's picks and one-class models of these classes.
 by_id = {m.id: m for m in candidates}
 sel = "aelib.a_models"
 if sel not in st.session_state:
@@ -97,13 +98,11 @@ if sel not in st.session_state:
     st.session_state[sel] = [m.id for m in candidates if m.id in picked or anomaly.fits(m, case, data)][
         :4
     ] or [candidates[0].id]
-if (
-    pending is not None
-    and f"run:{pending.id}" in by_id
-    and not st.session_state.get("aelib.a_added") == pending.id
-):
-    st.session_state[sel] = [k for k in st.session_state[sel] if k in by_id] + [f"run:{pending.id}"]
-    st.session_state["aelib.a_added"] = pending.id
+for r in members:  # the detector's models join the picks once, when they have finished
+    rid = f"run:{r.id}"
+    if rid in by_id and rid not in st.session_state.get("aelib.a_added", ()):
+        st.session_state[sel] = [*st.session_state[sel], rid]
+        st.session_state["aelib.a_added"] = (*st.session_state.get("aelib.a_added", ()), rid)
 st.session_state[sel] = list(dict.fromkeys(k for k in st.session_state[sel] if k in by_id))
 chosen = [
     by_id[k]
@@ -123,11 +122,20 @@ if not chosen:
     st.stop()
 
 with st.spinner("Scoring the test set..."):
-    used = anomaly.scores_for(chosen, case.test, metric)
+    used = anomaly.scores_for(chosen, case, metric)
+    det = anomaly.detector_scores(members, by_id, case)
 scores = {k: s for k, (_, s) in used.items()}
 names = {
-    m.id: anomaly.tag(m, case, data) + ("" if used[m.id][0] == metric else " [l2: not a VAE]") for m in chosen
+    m.id: anomaly.tag(m, case, data) + ("" if used[m.id][0] == metric else f" [{used[m.id][0]}]")
+    for m in chosen
 }
+if det is not None:
+    scores[det[0]] = det[1]
+    names[det[0]] = (
+        "recommended detector ("
+        + " + ".join(f"{r.model_config.family} {r.tags['score']}" for r in members)
+        + ")"
+    )
 
 st.subheader("Score distributions")
 cols = st.columns(min(2, len(chosen)))
@@ -170,10 +178,10 @@ anomaly.score_one_panel(chosen, scores, case, metric, gray_r)
 # ---- export --------------------------------------------------------------------------------------
 st.subheader("Download scores")
 c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-dm = widgets.pick_model("Model", chosen, "aelib.a_csv_model", container=c1)
+dk = c1.selectbox("Scores of", list(scores), format_func=names.get, key="aelib.a_csv_model")
 c2.download_button(
     "scores.csv",
-    lambda: export.scores_csv_bytes(scores[dm.id]),
+    lambda: export.scores_csv_bytes(scores[dk]),
     file_name=f"scores-{metric}.csv",
     mime="text/csv",
     key="aelib.a_csv",

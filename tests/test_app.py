@@ -288,6 +288,11 @@ def test_anomaly_page_trains_a_one_class_model_on_request(env):
     assert f"run:{run.id}" in at.multiselect(key="aelib.a_models").value
     assert any("(one-class)" in o for o in at.multiselect(key="aelib.a_models").options)
     assert not at.warning and not at.exception
+    members = [r for r in at.session_state["aelib.runs"].values() if r.tags.get("detector")]
+    assert [r.tags["score"] for r in members] == ["blur_ink", "latent"]  # the recommended grey-28 recipe
+    roc_table = next(d.value for d in at.dataframe if "ROC AUC" in d.value.columns)
+    row = roc_table[roc_table["model"].str.startswith("recommended detector")]
+    assert len(row) == 1 and 0.5 < float(row["ROC AUC"].iloc[0]) <= 1.0, roc_table
 
 
 def test_latent_page_maps_with_tsne_slides_dimensions_and_explains_the_plane(env):

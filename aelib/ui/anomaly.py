@@ -1,5 +1,5 @@
-"""The Anomaly page's pieces: where the normal and test images come from, the quick detector,
-and the score panels (histograms, ROC, threshold)."""
+"""The Anomaly page's pieces: where the normal and test images come from, the recommended detector
+(trained as this session's runs), and the score panels (histograms, ROC, threshold, one image)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from .. import anomaly as recipes
 from .. import scoring
 from ..checkpoints import DataInfo
 from ..data import read_anomaly_labels
 from ..errors import AelibError
-from ..models import get_config
-from ..train import TrainConfig
+from ..scoring import SCORES
 from ..worker import FAILED, Run
 from . import compute, runs, sources, state
 from .choices import ModelChoice
 from .sources import Images, ImageSet
 
-METRICS = {
-    "l2": "L2 norm of the error (reference score)",
-    "mse": "Mean squared error",
-    "mae": "Mean absolute error",
-    "elbo": "Negative ELBO (VAE only)",
-}
-QUICK_EPOCHS, QUICK_IMAGES = 8, 6000
+METRICS = SCORES  # every score the library computes, named once there
+DETECTOR = "detector:"  # id prefix of the recommended detector's scores (an ensemble, not one model)
 
 
 @dataclass(frozen=True)
@@ -113,43 +108,96 @@ def upload_case(data: ImageSet, cols) -> Case | None:
     return Case(test, labels, normal, info, f"{stem}-normal")
 
 
-def start_quick(case: Case) -> Run:
-    """A detector trained on the case's normal images (the images' own shape, never the sidebar's)."""
-    normal = case.normal.head(QUICK_IMAGES)
-    cfg = get_config("conv", normal.shape, latent=32)
-    tc = TrainConfig(epochs=QUICK_EPOCHS, batch_size=128, lr=2e-3)
+def recipe_for(case: Case) -> recipes.Recipe:
+    """The recommended detector's recipe for the case's normal images (their own shape)."""
+    return recipes.recommended_recipe(case.normal.shape, len(case.normal))
+
+
+def _recipe_normal(case: Case) -> Images:
+    """The normal images the recipe trains on (its seeded subset) and its ensemble is fitted on."""
+    n = recipe_for(case).max_images
+    return Images(f"{case.normal.key}|recipe{n}", recipes.normal_subset(case.normal.tensor, n, seed=0))
+
+
+def _group(case: Case) -> str:
+    return f"{case.normal.key}|{case.test.shape}"
+
+
+def start_recommended(case: Case) -> list[Run]:
+    """Queue the recommended detector's members as this session's runs, on the recipe's subset of
+    the normal images; their scores are combined once all are done (:func:`detector_runs`)."""
+    recipe = recipe_for(case)
+    normal = _recipe_normal(case)
     val = (
         case.test.head(runs.VAL_IMAGES)
         if case.labels is None
         else case.test.take(np.flatnonzero(case.labels == 0)[: runs.VAL_IMAGES])
     )
-    return runs.start(cfg, tc, normal, val, name=f"{case.what}-quick", data=case.info)
+    group = _group(case)
+    return [
+        runs.start(
+            m.model,
+            m.train,
+            normal,
+            val,
+            name=f"{case.what}-{recipe.name}-{m.model.family}",
+            data=case.info,
+            tags={"detector": group, "member": i, "score": m.score},
+        )
+        for i, m in enumerate(recipe.members)
+    ]
 
 
-def quick_status(run: Run | None) -> None:
-    """The quick detector's progress and outcome, on this page (a failure is said here, not elsewhere)."""
-    if run is None:
+def detector_runs(case: Case) -> list[Run]:
+    """This session's runs of the recommended detector for this case, in member order (latest group)."""
+    group = _group(case)
+    found = [r for r in runs.session_runs().values() if r.tags.get("detector") == group]
+    n = len(recipe_for(case).members)
+    return sorted(found[-n:], key=lambda r: r.tags["member"]) if len(found) >= n else found
+
+
+def detector_status(members: list[Run]) -> None:
+    """The recommended detector's progress and outcome, on this page (a failure is said here)."""
+    if not members:
         return
+    active = any(r.active for r in members)
 
-    @st.fragment(run_every=1.0 if run.active else None)
+    @st.fragment(run_every=1.0 if active else None)
     def panel() -> None:
-        if run.status == FAILED:
-            st.error(f"Training {run.name} failed: {run.message}")
-        elif run.active:
+        failed = [r for r in members if r.status == FAILED]
+        if failed:
+            st.error(f"Training {failed[0].name} failed: {failed[0].message}")
+        elif any(r.active for r in members):
+            done = sum(runs.epochs_done(r) for r in members)
+            total = sum(r.total_epochs for r in members)
             st.progress(
-                run.progress,
-                text=f"Training {run.name}: epoch {runs.epochs_done(run)}/{run.total_epochs}"
-                " done (it joins the models below when it finishes)",
+                done / max(total, 1),
+                text=f"Training the recommended detector: {done}/{total} epochs "
+                f"over {len(members)} model(s); it joins the scores below when it finishes",
             )
+            st.session_state[state.NS + "a_pending_live"] = True
         elif st.session_state.get(state.NS + "a_pending_live"):
             st.session_state[state.NS + "a_pending_live"] = False
             st.rerun(scope="app")
-        elif run.message:
-            st.warning(f"{run.name}: {run.message}")
-        if run.active:
-            st.session_state[state.NS + "a_pending_live"] = True
+        for r in members:
+            if r.message and r.status != FAILED:
+                st.warning(f"{r.name}: {r.message}")
 
     panel()
+
+
+def detector_scores(
+    members: list[Run], by_id: dict[str, ModelChoice], case: Case
+) -> tuple[str, np.ndarray] | None:
+    """(id, scores of the test images) of the finished recommended detector, or None."""
+    chosen = [by_id.get(f"run:{r.id}") for r in members]
+    if not members or any(m is None for m in chosen) or any(r.status != "done" for r in members):
+        return None
+    names = tuple(r.tags["score"] for r in members)
+    normal = _recipe_normal(case)
+    return DETECTOR + "+".join(m.id for m in chosen), compute.ensemble(
+        tuple(chosen), names, normal, case.test
+    )
 
 
 def fits(m: ModelChoice, case: Case, data: ImageSet) -> bool:
@@ -170,12 +218,14 @@ def tag(m: ModelChoice, case: Case, data: ImageSet) -> str:
     return f"{m.name} (trained on {seen})"
 
 
-def scores_for(models: list[ModelChoice], test: Images, metric: str) -> dict[str, tuple[str, np.ndarray]]:
-    """{model id: (score name used, scores)}; a plain autoencoder asked for ELBO gets L2."""
+def scores_for(models: list[ModelChoice], case: Case, metric: str) -> dict[str, tuple[str, np.ndarray]]:
+    """{model id: (score used, scores)}: ELBO needs a VAE and latent needs normal images, else L2."""
     out = {}
     for m in models:
-        use = metric if metric != "elbo" or m.vae else "l2"
-        out[m.id] = (use, compute.errors(m, test, (use,))[use])
+        use = metric if metric in scoring.available_scores(m.model) else "l2"
+        if use == "latent" and case.normal is None:
+            use = "l2"
+        out[m.id] = (use, compute.scores(m, case.test, use, case.normal if use == "latent" else None))
     return out
 
 

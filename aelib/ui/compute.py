@@ -98,3 +98,26 @@ def decoded(m: ModelChoice, z: np.ndarray) -> np.ndarray:
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH)
 def plane(m: ModelChoice, x_range: tuple[float, float], y_range: tuple[float, float], n: int):
     return explore.latent_plane(m.model, x_range, y_range, n)
+
+
+def _beta(m: ModelChoice) -> float | None:
+    beta = (m.meta.get("train") or {}).get("beta")
+    return float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else None
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
+def scores(m: ModelChoice, images: Images, score: str, normal: Images | None = None) -> np.ndarray:
+    """One anomaly score of every image (``latent`` fitted on ``normal``; ELBO with the run's beta)."""
+    latent = None if normal is None else normal.tensor
+    return scoring.model_scores(
+        m.model, images.tensor, (score,), batch_size=256, beta=_beta(m), latent=latent
+    )[score]
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH)
+def ensemble(
+    members: tuple[ModelChoice, ...], score_names: tuple[str, ...], normal: Images, images: Images
+) -> np.ndarray:
+    """Scores of an ensemble of detectors (the recommended detector), standardised on ``normal``."""
+    dets = [scoring.AnomalyDetector(m.model, score=s, beta=_beta(m)) for m, s in zip(members, score_names)]
+    return scoring.EnsembleDetector(dets).fit(normal.tensor).anomaly_scores(images.tensor)
