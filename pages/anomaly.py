@@ -144,11 +144,14 @@ for i, (k, s) in enumerate(scores.items()):
         anomaly.histogram(s, case.labels, names[k], metric), key=f"aelib.a_hist_{i}"
     )
 if case.labels is None:
-    st.info("No labels for this test set: ROC curves and threshold metrics need them.")
+    st.info(
+        "No labels for this test set: ROC curves and precision / recall need them; the threshold can "
+        "still be set by a contamination rate or by hand."
+    )
 else:
     st.subheader("ROC")
     anomaly.roc_panel(case.labels, scores, names)
-    anomaly.threshold_panel(case.labels, scores, names, metric)
+anomaly.threshold_panel(case.labels, scores, names, metric)
 
 # ---- galleries -----------------------------------------------------------------------------------
 st.subheader("Most and least anomalous")

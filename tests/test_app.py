@@ -121,12 +121,19 @@ def test_anomaly_threshold_and_metric_choices(env):
     at = goto(new_app(), "anomaly")
     at.multiselect(key="aelib.a_normals").set_value([1, 7]).run()
     at.selectbox(key="aelib.a_metric").set_value("elbo").run()
+    assert at.radio(key="aelib.a_thr_how").value == "best_f1"  # labelled data: best F1 first
+    at.radio(key="aelib.a_thr_how").set_value("manual").run()
     slider = at.slider[0]
     before = [m.value for m in at.metric]
     slider.set_value(float(slider.max) * 0.99).run()
     assert [m.value for m in at.metric] != before
     assert "ROC AUC" in texts(at.dataframe) or at.dataframe
     assert not at.exception and not at.error
+    at.radio(key="aelib.a_thr_how").set_value("contamination").run()
+    at.number_input(key="aelib.a_thr_rate").set_value(0.05).run()
+    assert not at.exception and not at.error
+    roc_table = next(d.value for d in at.dataframe if "ROC AUC" in d.value.columns)
+    assert {"AUPR", "F1-max"} <= set(roc_table.columns)
 
 
 def test_training_through_the_ui_feeds_the_other_pages(env):

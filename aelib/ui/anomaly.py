@@ -251,10 +251,12 @@ def roc_panel(labels: np.ndarray, scores: dict[str, np.ndarray], names: dict[str
     fig = go.Figure()
     fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance")
     rows = []
-    for k, s in scores.items():
-        r = compute.roc(labels, s)
+    for k, sc in scores.items():
+        r, ev = compute.roc(labels, sc), compute.evaluation(labels, sc)
         fig.add_scatter(x=r["fpr"], y=r["tpr"], mode="lines", name=f"{names[k]} · AUC {r['auc']:.3f}")
-        rows.append({"model": names[k], "ROC AUC": r["auc"], "average precision": r["average_precision"]})
+        rows.append(
+            {"model": names[k], "ROC AUC": ev["auc"], "AUPR": ev["average_precision"], "F1-max": ev["f1_max"]}
+        )
     fig.update_layout(
         xaxis_title="false positive rate",
         yaxis_title="true positive rate",
@@ -268,38 +270,71 @@ def roc_panel(labels: np.ndarray, scores: dict[str, np.ndarray], names: dict[str
         pd.DataFrame(rows),
         hide_index=True,
         column_config={
-            "ROC AUC": st.column_config.NumberColumn(format="%.4f", width="small"),
-            "average precision": st.column_config.NumberColumn("AP", format="%.4f", width="small"),
+            k: st.column_config.NumberColumn(format="%.4f", width="small")
+            for k in ("ROC AUC", "AUPR", "F1-max")
         },
     )
 
 
+THRESHOLDS = {"best_f1": "best F1 on the labels", "contamination": "a contamination rate", "manual": "hand"}
+
+
+def threshold_key(model_id: str, metric: str) -> str:
+    """Where the threshold panel leaves the threshold in force for this model and score."""
+    return f"aelib.a_thr_value_{model_id}_{metric}"
+
+
 @st.fragment
 def threshold_panel(
-    labels: np.ndarray, scores: dict[str, np.ndarray], names: dict[str, str], metric: str
+    labels: np.ndarray | None, scores: dict[str, np.ndarray], names: dict[str, str], metric: str
 ) -> None:
-    """Moving the threshold reruns only this panel, on cached scores."""
+    """A threshold by best F1 (labelled data), by a contamination rate (PyOD's), or by hand; moving it
+    reruns only this panel, on cached scores."""
     st.subheader("Threshold")
-    k = st.selectbox("Model", list(scores), format_func=names.get, key="aelib.a_thr_model")
+    c1, c2, c3 = st.columns([2, 3, 2], vertical_alignment="bottom")
+    k = c1.selectbox("Model", list(scores), format_func=names.get, key="aelib.a_thr_model")
+    ways = ([] if labels is None else ["best_f1"]) + ["contamination", "manual"]
+    how = c2.radio("Set by", ways, format_func=THRESHOLDS.get, horizontal=True, key="aelib.a_thr_how")
     s = scores[k]
-    lo, hi = float(s.min()), float(s.max())
-    start = float(np.quantile(s, 1 - labels.mean()))
-    thr = st.slider(
-        "Flag as anomaly when score ≥",
-        lo,
-        hi,
-        start,
-        (hi - lo) / 500 or 1e-9,
-        format="%.5f",
-        key=f"aelib.a_thr_{k}_{metric}",
-    )
+    if how == "best_f1":
+        thr = compute.evaluation(labels, s)["f1_threshold"]
+    elif how == "contamination":
+        share = float(labels.mean()) if labels is not None else 0.1
+        rate = c3.number_input(
+            "Contamination",
+            0.001,
+            0.5,
+            round(min(max(share, 0.001), 0.5), 3),
+            0.01,
+            format="%.3f",
+            key="aelib.a_thr_rate",
+            help="The share of images to flag.",
+        )
+        thr = scoring.choose_threshold("contamination", s, contamination=float(rate))
+    else:
+        lo, hi = float(s.min()), float(s.max())
+        start = float(np.quantile(s, 1 - (labels.mean() if labels is not None else 0.1)))
+        thr = st.slider(
+            "Flag as anomaly when score ≥",
+            lo,
+            hi,
+            start,
+            (hi - lo) / 500 or 1e-9,
+            format="%.5f",
+            key=f"aelib.a_thr_{k}_{metric}",
+        )
+    st.session_state[threshold_key(k, metric)] = float(thr)
+    flagged = int((s >= thr).sum())
+    if labels is None:
+        st.metric("Flagged as anomalies", f"{flagged:,} of {len(s):,}", help=f"score ≥ {thr:.5g}")
+        return
     try:
         res = scoring.threshold_metrics(labels, s, thr)
     except AelibError as exc:
         st.error(str(exc))
         return
     a, b, c, d = st.columns(4)
-    a.metric("Precision", f"{res['precision']:.3f}")
+    a.metric("Precision", f"{res['precision']:.3f}", help=f"threshold {thr:.5g}, {flagged:,} flagged")
     b.metric("Recall", f"{res['recall']:.3f}")
     c.metric("F1", f"{res['f1']:.3f}")
     d.metric("Accuracy", f"{res['accuracy']:.3f}")
@@ -353,7 +388,7 @@ def score_one_panel(
     score = float(compute.errors(m, one, (use,))[use][0])
     ref = scores[m.id] if case.labels is None else scores[m.id][case.labels == 0]
     pct = explore.percentile_of(score, ref)
-    thr = st.session_state.get(f"aelib.a_thr_{m.id}_{metric}")
+    thr = st.session_state.get(threshold_key(m.id, metric))
     g = compute.gallery(m, one)
     draw.image_rows(
         [

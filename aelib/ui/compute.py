@@ -72,6 +72,12 @@ def roc(labels: np.ndarray, scores: np.ndarray) -> dict:
     return scoring.roc(labels, scores)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def evaluation(labels: np.ndarray, scores: np.ndarray) -> dict:
+    """ROC AUC, AUPR, F1-max and its threshold (:func:`aelib.scoring.evaluate_scores`)."""
+    return scoring.evaluate_scores(labels, scores)
+
+
 def psnr_db(mse: np.ndarray, value_range: tuple[float, float]) -> float:
     """Mean PSNR in dB of images with these per-image MSEs."""
     lo, hi = value_range
