@@ -153,6 +153,12 @@ def nav(page, title: str, h1: bool = True) -> None:
     settle(page, h1=h1)
 
 
+def nav_links(page) -> list[str]:
+    """The sidebar nav's entries (a link's last line is its label; an icon's ligature text comes first)."""
+    return [(a.inner_text().strip().splitlines() or [""])[-1].strip()
+            for a in page.locator('[data-testid="stSidebarNav"] a').all()]
+
+
 def main(page):
     return page.locator('[data-testid="stMain"]')
 
@@ -501,6 +507,379 @@ def test_j2_defaults_learn(app, mnist):
                                                   f"scores.csv gives {auc:.4f}")
             ck(auc >= 0.95, f"quick one-class model (class 1) {quick!r}: AUC {auc:.3f} < 0.95")
             print("J2 shown val MSE", shown, "bar", bar, "quick AUC", auc)
+        finally:
+            browser.close()
+    ck.done()
+
+
+# ------------------------------------------------------------------------------------------------
+# J3
+
+
+def _quick_outcome(page, timeout_s: float = 300) -> tuple[float | None, list[str]]:
+    """After "Train a quick model": (an AUC shown in the ROC legend, error sentences on the page)."""
+    deadline = time.monotonic() + timeout_s
+    idle_since = None
+    while time.monotonic() < deadline:
+        auc = next((float(m.group(1)) for c in charts(page) for t in c
+                    if (m := re.search(r"AUC\s*([01]\.\d+)", t.get("name") or ""))), None)
+        errs = errors_shown(page)
+        if auc is not None or errs:
+            return auc, errs
+        training = sidebar(page).get_by_text(re.compile("^Training")).count() > 0
+        idle_since = None if training else (idle_since or time.monotonic())
+        if idle_since and time.monotonic() - idle_since > 20:
+            break
+        time.sleep(2)
+    return None, errors_shown(page)
+
+
+def test_j3_colour_upload_quick_model_on_mnist_sidebar(app, tmp_path):
+    url, sync_playwright, _, _ = app
+    train = smooth_colour(300, 1)
+    normal, rng = smooth_colour(100, 2), np.random.default_rng(3)
+    odd = rng.integers(0, 256, (100, 64, 64, 3), dtype=np.uint8)  # noise: nothing like the normal set
+    labels = np.r_[np.zeros(100), np.ones(100)].astype(np.int64)
+    np.save(tmp_path / "normal-train.npy", train)
+    np.save(tmp_path / "colour-test.npy", np.concatenate([normal, odd]))
+    np.save(tmp_path / "colour-labels.npy", labels)
+    ck = Checks()
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = new_page(browser, url, "anomaly")
+            ck("MNIST" in sidebar(page).inner_text(), "the sidebar does not show MNIST")
+            main(page).get_by_text("Uploaded normal training set + test set").click()
+            settle(page)
+            upload(page, "Normal training set", tmp_path / "normal-train.npy", scope=main(page))
+            upload(page, "Test set", tmp_path / "colour-test.npy", scope=main(page))
+            upload(page, "Test labels", tmp_path / "colour-labels.npy", scope=main(page))
+            settle(page)
+            button = main(page).get_by_role("button", name=re.compile("Train a quick model"))
+            if ck(button.count() == 1, f"no quick-model button: {main(page).inner_text()[:800]}"):
+                button.click()
+                time.sleep(2)
+                auc, errs = _quick_outcome(page)
+                shown = main(page).inner_text()
+                ck(auc is not None or errs, "the Anomaly page shows neither the quick model's AUC nor an "
+                                            f"error: {shown[:600]!r}")
+                ck("No model takes 3x64x64 images yet" not in shown or errs,
+                   "the Anomaly page still says 'No model takes 3x64x64 images yet' and no error")
+                for e in errs:
+                    ck(not re.search(r"Traceback|magic string|\\x93", e), f"error in jargon: {e!r}")
+                if auc is not None:
+                    _, raw = download(page, re.compile("scores.csv"))
+                    offline, n = scores_auc(raw, labels)
+                    ck(n == len(labels), f"scores.csv has {n} rows for {len(labels)} test images")
+                    ck(abs(offline - auc) < 1.5e-3, f"shown AUC {auc:.3f}, scores.csv gives {offline:.4f}")
+                    ck(offline > 0.9, f"quick model on smooth colour vs noise: AUC {offline:.3f}")
+            nav(page, "Training")
+            names = [r.get("run", "") for r in run_table(page)]
+            ck(names, "no run in the Training page's run table")
+            ck(not any("mnist" in n.lower() for n in names), f"the colour-upload run is named after MNIST: "
+                                                            f"{names}")
+        finally:
+            browser.close()
+    ck.done()
+
+
+# ------------------------------------------------------------------------------------------------
+# J4
+
+
+def _paths_shown(page, paths: list[str]) -> list[str]:
+    text = page_text(page)
+    return [p for p in paths if p in text]
+
+
+def test_j4_two_users_and_readonly(tmp_path):
+    data_root = _need_data()
+    sync_playwright = need_playwright()
+    ckpt = _copy_checkpoints(tmp_path / "ckpt")
+    shipped = sorted(p.name for p in ckpt.glob("*.safetensors"))
+    secret = [str(ckpt), str(ckpt.resolve()), str(data_root), str(DATA)]
+    ck = Checks()
+    with streamlit_server(data_root, ckpt, tmp_path / "st.log", readonly=False) as url, \
+            sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            b_before = new_page(browser, url)
+            picks_before = tags(b_before)
+            ck(picks_before, "user B has no default model picks")
+
+            a = new_page(browser, url, "training")
+            start_run(a, epochs=1, images=300)
+            wait_runs(a, 1)
+            a.get_by_role("button", name="Save to checkpoints/").click()
+            a.get_by_text(re.compile(r"^Saved ")).first.wait_for(timeout=60 * MS)
+            settle(a)
+            new = sorted(set(q.name for q in ckpt.glob("*.safetensors")) - set(shipped))
+            ck(len(new) == 1, f"saving wrote {new}")
+
+            b = new_page(browser, url)
+            picks_after = tags(b)
+            ck(picks_after == picks_before, f"A's save changed B's default picks: {picks_before} -> "
+                                            f"{picks_after}")
+            for title in ("Overview", "Training", "Reconstruction", "Latent space", "Anomaly detection"):
+                nav(b, title)
+                shown = _paths_shown(b, secret)
+                ck(not shown, f"{title} shows server paths {shown}")
+
+            nav(b, "Training")
+            delete_box = main(b).get_by_role("combobox", name="Delete a checkpoint", exact=True)
+            listed = options(b, "Delete a checkpoint", scope=main(b)) if delete_box.count() else []
+            offered = [n for n in shipped if n in listed]
+            ck(not offered, f"user B is offered to delete shipped checkpoints: {offered}")
+            if new and new[0] in listed:
+                pick(b, "Delete a checkpoint", new[0], scope=main(b))
+                main(b).get_by_role("button", name=re.compile(r"Delete$")).first.click()
+                time.sleep(2)
+                settle(b)
+                ck((ckpt / new[0]).exists(), f"{new[0]} was deleted at once, without asking")
+                cancel = main(b).get_by_role("button", name=re.compile("Cancel"))
+                if ck(cancel.count() > 0, "deleting asks nothing (no Cancel button)"):
+                    cancel.first.click()
+                    settle(b)
+                    ck((ckpt / new[0]).exists(), f"{new[0]} is gone after Cancel")
+            elif new:
+                ck(False, f"A's saved {new[0]} is not offered for deletion: {listed}")
+
+            # a 25x25 upload: no model fits, the sidebar's hint must not name the server's folders
+            up = grey_25(tmp_path / "grey25.npy")
+            pick(b, "Dataset", "Upload images", scope=sidebar(b))
+            upload(b, "Images", up, scope=sidebar(b))
+            for title in ("Overview", "Training"):
+                nav(b, title)
+                shown = _paths_shown(b, secret)
+                ck(not shown, f"{title} with a 25x25 upload shows server paths {shown}")
+        finally:
+            browser.close()
+
+    ro_ckpt = _copy_checkpoints(tmp_path / "ro-ckpt")
+    with streamlit_server(data_root, ro_ckpt, tmp_path / "st-ro.log") as url, sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = new_page(browser, url, "training")
+            start_run(page, epochs=1, images=300)
+            wait_runs(page, 1)
+            text = main(page).inner_text()
+            ck(re.search(r"read-only|saving is off", text, re.I), f"read-only: the Training page does not say "
+                                                                 f"saving is off: {text[-800:]!r}")
+            ck(main(page).get_by_role("button", name="Save to checkpoints/").count() == 0,
+               "read-only: a Save button is shown")
+            ck(main(page).get_by_role("button", name=re.compile(r"Delete$")).count() == 0,
+               "read-only: a Delete button is shown")
+            shown = _paths_shown(page, [str(ro_ckpt), str(ro_ckpt.resolve()), str(data_root)])
+            ck(not shown, f"read-only Training page shows server paths {shown}")
+        finally:
+            browser.close()
+    ck.done()
+
+
+# ------------------------------------------------------------------------------------------------
+# J5
+
+
+def test_j5_state_across_datasets_pages_and_reload(app, tmp_path):
+    url, sync_playwright, _, _ = app
+    up = grey_25(tmp_path / "grey25.npy")
+    rng = np.random.default_rng(7)
+    np.save(tmp_path / "digits-test.npy", rng.integers(0, 256, (60, 28, 28), dtype=np.uint8))
+    ck = Checks()
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            fresh = new_page(browser, url, "training")
+            mnist_default = number(fresh, "Training images")
+            fresh.context.close()
+
+            page = new_page(browser, url, "training")
+            pick(page, "Dataset", "Upload images", scope=sidebar(page))
+            upload(page, "Images", up, scope=sidebar(page))
+            settle(page)
+            set_number(page, "Training images", 180)
+            ck(number(page, "Training images") == "180", "could not set Training images = 180 on the upload")
+            pick(page, "Dataset", "MNIST", scope=sidebar(page))
+            got = number(page, "Training images")
+            ck(got != "180" and got == mnist_default,
+               f"Training images on MNIST after the 25x25 upload: {got} (MNIST default {mnist_default})")
+
+            nav(page, "Overview")
+            mnist_picks = tags(page)
+            ck(mnist_picks, "no model picked on MNIST")
+            pick(page, "Dataset", "Fashion-MNIST", scope=sidebar(page))
+            fashion_picks = tags(page)
+            leaked = [t for t in fashion_picks if t in mnist_picks or re.search(r"(?<!fashion-)mnist", t, re.I)]
+            ck(not leaked, f"MNIST models still picked on Fashion-MNIST: {leaked}")
+
+            pick(page, "Dataset", "MNIST", scope=sidebar(page))
+            nav(page, "Anomaly detection")
+            main(page).get_by_text("Uploaded normal training set + test set").click()
+            settle(page)
+            upload(page, "Test set", tmp_path / "digits-test.npy", scope=main(page))
+            page.get_by_text("Score distributions").wait_for(timeout=180 * MS)
+            settle(page)
+            nav(page, "Overview")
+            nav(page, "Anomaly detection")
+            text = main(page).inner_text()
+            ck("digits-test.npy" in text or "Score distributions" in text,
+               f"the Anomaly page's test upload is gone after a page switch: {text[:500]!r}")
+
+            nav(page, "Training")
+            start_run(page, epochs=1, images=300)
+            rows = wait_runs(page, 1)
+            warned = re.search(r"reload", main(page).inner_text(), re.I) and \
+                re.search(r"lost|lose|unsaved|gone", main(page).inner_text(), re.I)
+            page.reload()
+            settle(page)
+            kept = run_table(page)
+            ck(warned or kept, f"a reload dropped the session's run {[r.get('run') for r in rows]} and the page "
+                               "had not said that unsaved runs are lost on reload")
+        finally:
+            browser.close()
+    ck.done()
+
+
+# ------------------------------------------------------------------------------------------------
+# J6
+
+
+def _luminance(hex_colour: str) -> tuple[float, tuple[float, float, float]]:
+    h = hex_colour.lstrip("#")
+    rgb = tuple(int(h[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    return 0.0, rgb  # rgb only; see _contrast_on_white
+
+
+def _contrast_on_white(colour: str, alpha: float) -> float:
+    """WCAG contrast ratio against white of ``colour`` drawn with opacity ``alpha`` on white."""
+    m = re.match(r"rgba?\(([^)]+)\)", colour)
+    if m:
+        parts = [float(v) for v in m.group(1).split(",")]
+        rgb = tuple(v / 255 for v in parts[:3])
+        if len(parts) == 4:
+            alpha *= parts[3]
+    else:
+        rgb = _luminance(colour)[1]
+    blended = [alpha * c + (1 - alpha) for c in rgb]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in blended]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return 1.05 / (lum + 0.05)
+
+
+def test_j6_small_things(app, tmp_path):
+    url, sync_playwright, _, _ = app
+    ck = Checks()
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"this is not an array, just some bytes\n" * 20)
+    up25 = grey_25(tmp_path / "grey25.npy")
+    colour = tmp_path / "colour.npy"
+    np.save(colour, smooth_colour(120, 9))
+    from aelib.models import build as build_model
+    from aelib.models import get_config
+    colour_model = build_model(get_config("conv", (3, 64, 64), latent=16), seed=0)
+    colour_ckpt = checkpoints.save(tmp_path / "colour-conv.safetensors", colour_model, name="colour-conv",
+                                   dataset={"name": "colour.npy"})
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            # a run stopped mid-way: one epoch count everywhere
+            page = new_page(browser, url, "training")
+            start_run(page, model="Convolutional (conv)", epochs=30, images=2000)
+            main(page).get_by_text(re.compile(r"epoch [3-9]/30")).first.wait_for(timeout=300 * MS)
+            main(page).get_by_role("button", name=re.compile(r"Stop$")).first.click()
+            rows = wait_runs(page, 1)
+            progress = main(page).get_by_text(re.compile(r"epoch \d+/30")).first.inner_text()
+            p_ep = int(re.search(r"epoch (\d+)/30", progress).group(1))
+            t_ep = int(rows[0]["epochs"].split("/")[0])
+            loss = next((c for c in charts(page) if c and c[0].get("name") == "train loss"), [])
+            c_ep = loss[0]["n"] if loss else -1
+            ck(rows[0]["status"] == "stopped", f"run table after Stop: {rows}")
+            ck(p_ep == t_ep == c_ep, f"stopped run: progress says epoch {p_ep} ({progress!r}), table {t_ep}, "
+                                     f"chart {c_ep} epochs")
+
+            # a garbage .npy as the dataset: a plain sentence, gone after switching to MNIST
+            pick(page, "Dataset", "Upload images", scope=sidebar(page))
+            upload(page, "Images", garbage, scope=sidebar(page))
+            side = sidebar(page).inner_text()
+            alerts = [e.inner_text() for e in sidebar(page).locator('[data-testid="stAlertContentError"]').all()]
+            ck(alerts, f"no error for a garbage .npy: {side[-400:]!r}")
+            for a in alerts:
+                ck(not re.search(r"magic string|NUMPY|\\x93|b'", a), f"error text in numpy jargon: {a!r}")
+            pick(page, "Dataset", "MNIST", scope=sidebar(page))
+            nav(page, "Reconstruction")
+            stale = [t for t in (errors_shown(page) + [e.inner_text() for e in sidebar(page).locator(
+                '[data-testid="stAlertContentError"]').all()]) if t]
+            ck(not stale, f"an error stays after switching to MNIST and another page: {stale}")
+
+            # a 25x25 upload and no model for it: every page still has a title
+            pick(page, "Dataset", "Upload images", scope=sidebar(page))
+            upload(page, "Images", up25, scope=sidebar(page))
+            for title in ("Overview", "Training", "Reconstruction", "Latent space", "Anomaly detection"):
+                nav(page, title, h1=False)
+                h1 = main(page).locator("h1")
+                ck(h1.count() > 0, f"{title} with a 25x25 upload and no model: no title "
+                                   f"({main(page).inner_text()[:200]!r})")
+            page.context.close()
+
+            # colour photos: reversed grey is off by default
+            page = new_page(browser, url, "reconstruction")
+            pick(page, "Dataset", "Upload images", scope=sidebar(page))
+            upload(page, "Images", colour, scope=sidebar(page))
+            upload(page, "aelib checkpoints", colour_ckpt, scope=sidebar(page))
+            settle(page)
+            nav(page, "Reconstruction")
+            toggle = main(page).get_by_label("Reversed grey (gray_r)")
+            ck(main(page).locator("img").count() > 0 or toggle.count() > 0,
+               f"no reconstruction of the colour upload shown: {main(page).inner_text()[:300]!r}")
+            ck(toggle.count() == 0 or not toggle.first.is_checked(), "reversed grey is on for colour images")
+            page.context.close()
+
+            # the latent map's class colours stand out from the white background
+            page = new_page(browser, url, "latent")
+            main(page).get_by_role("tab", name="Latent map").click()
+            time.sleep(1)
+            settle(page)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(len(c) >= 10 for c in charts(page)):
+                time.sleep(1)
+            chart = next((c for c in charts(page) if len(c) >= 10), None)
+            if ck(chart is not None, f"latent map figure not readable from the DOM: {charts(page)}"):
+                faint = []
+                for t in chart:
+                    alpha = (t.get("opacity") if t.get("opacity") is not None else 1) * \
+                        (t.get("trace_opacity") if t.get("trace_opacity") is not None else 1)
+                    ratio = _contrast_on_white(str(t.get("color")), float(alpha))
+                    if ratio < 1.5:
+                        faint.append(f"class {t.get('name')}: {t.get('color')} at opacity {alpha:g} "
+                                     f"(contrast {ratio:.2f} on white)")
+                ck(not faint, f"latent map colours hard to see on white: {faint}")
+        finally:
+            browser.close()
+    ck.done()
+
+
+def test_j6b_fresh_server_navigation(tmp_path):
+    data_root = _need_data()
+    sync_playwright = need_playwright()
+    ck = Checks()
+    with streamlit_server(data_root, _copy_checkpoints(tmp_path / "ckpt"), tmp_path / "st.log") as url, \
+            sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)  # the fresh server's very first request
+            page.wait_for_selector('[data-testid="stSidebarNav"] a', timeout=90 * MS)
+            first = nav_links(page)  # as first drawn, before the app settles
+            settle(page)
+            links = nav_links(page)
+            ck(first and first[0] == "Overview", f"the first sidebar nav drawn: {first}")
+            ck(not LEGACY & set(first), f"the first sidebar nav drawn lists file names: {first}")
+            ck(links and links[0] == "Overview" and not LEGACY & set(links), f"sidebar nav: {links}")
+            page.goto(f"{url}/home")
+            settle(page, h1=False)
+            text = page_text(page)
+            ck("Page not found" not in text, "/home answers 'Page not found'")
+            ck(main(page).locator("h1").count() > 0, f"/home shows no page: {text[:300]!r}")
         finally:
             browser.close()
     ck.done()
