@@ -159,6 +159,11 @@ def nav_links(page) -> list[str]:
             for a in page.locator('[data-testid="stSidebarNav"] a').all()]
 
 
+def training_now(page) -> bool:
+    """The sidebar's run status ("Training <name>: epoch i/n" or ": queued") is shown."""
+    return sidebar(page).get_by_text(re.compile(r"^Training .+: (epoch|queued)")).count() > 0
+
+
 def main(page):
     return page.locator('[data-testid="stMain"]')
 
@@ -487,7 +492,7 @@ def test_j2_defaults_learn(app, mnist):
             main(page).get_by_role("button", name=re.compile("Train a quick model")).click()
             time.sleep(3)
             deadline = time.monotonic() + 400
-            while time.monotonic() < deadline and sidebar(page).get_by_text(re.compile("^Training")).count():
+            while time.monotonic() < deadline and training_now(page):
                 time.sleep(2)
             time.sleep(3)
             settle(page)
@@ -526,7 +531,7 @@ def _quick_outcome(page, timeout_s: float = 300) -> tuple[float | None, list[str
         errs = errors_shown(page)
         if auc is not None or errs:
             return auc, errs
-        training = sidebar(page).get_by_text(re.compile("^Training")).count() > 0
+        training = training_now(page)
         idle_since = None if training else (idle_since or time.monotonic())
         if idle_since and time.monotonic() - idle_since > 20:
             break
@@ -722,7 +727,9 @@ def test_j5_state_across_datasets_pages_and_reload(app, tmp_path):
             nav(page, "Overview")
             nav(page, "Anomaly detection")
             text = main(page).inner_text()
-            ck("digits-test.npy" in text or "Score distributions" in text,
+            upload_mode = main(page).get_by_role("radio", name="Uploaded normal training set + test set")
+            still = upload_mode.count() > 0 and upload_mode.first.is_checked() and "Score distributions" in text
+            ck("digits-test.npy" in text or still,
                f"the Anomaly page's test upload is gone after a page switch: {text[:500]!r}")
 
             nav(page, "Training")
