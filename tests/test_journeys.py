@@ -229,6 +229,9 @@ def upload(page, label: str, path: Path, scope=None) -> None:
 
 def tags(page, label: str = "Models to show") -> list[str]:
     """Chips of a multiselect (by label), e.g. the sidebar's model picks."""
+    page.locator('[data-testid="stMultiSelect"] [data-testid="stWidgetLabel"]', has_text=label).first.wait_for(
+        timeout=60 * MS)
+    time.sleep(0.5)
     return page.evaluate(
         """(label) => {
             const boxes = Array.from(document.querySelectorAll('[data-testid="stMultiSelect"]'))
@@ -472,6 +475,7 @@ def test_j2_defaults_learn(app, mnist):
                 shown[seed] = v
                 ck(v < bar, f"seed {seed}: shown validation MSE {v:.5f} is not below mean-image MSE / 3 = "
                             f"{bar:.5f} ({text!r})")
+                pick(page, "Run", -1, scope=main(page))  # the run that just finished
                 fname, raw = download(page, "Download .safetensors")
                 got = mse_of(checkpoints.load_bytes(raw, fname).model, val)
                 ck(abs(got - v) < 1e-4, f"seed {seed}: shown {v:.5f}, downloaded checkpoint gives {got:.5f}")
