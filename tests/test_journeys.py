@@ -229,8 +229,8 @@ def upload(page, label: str, path: Path, scope=None) -> None:
 
 def tags(page, label: str = "Models to show") -> list[str]:
     """Chips of a multiselect (by label), e.g. the sidebar's model picks."""
-    page.locator('[data-testid="stMultiSelect"] [data-testid="stWidgetLabel"]', has_text=label).first.wait_for(
-        timeout=60 * MS)
+    labels = page.locator('[data-testid="stMultiSelect"] [data-testid="stWidgetLabel"]', has_text=label)
+    labels.first.wait_for(timeout=60 * MS)
     time.sleep(0.5)
     return page.evaluate(
         """(label) => {
@@ -268,7 +268,8 @@ def run_table(page) -> list[dict[str, str]]:
 
 def charts(page) -> list[list[dict]]:
     """Every plotly chart of the main area: its rendered traces (name, x length, marker colour/opacity)."""
-    return page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot'))
+    return page.evaluate("""() => Array.from(
+        document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot'))
         .map(g => (g._fullData || []).map(t => ({name: t.name, n: (t.x || []).length,
             color: t.marker && t.marker.color, opacity: t.marker && t.marker.opacity,
             trace_opacity: t.opacity, showlegend: t.showlegend})))""")
@@ -436,7 +437,8 @@ def test_j1_same_settings_two_seeds_are_two_models(app, mnist):
                 ck(any(abs(v - want) < 5e-5 for v in shown),
                    f"{fname}: offline test MSE {want:.4f} is not among the shown 'MSE (test set)' {shown}")
                 mine = [r for r in table if token(c.meta.get("name", "?"), r.get("model", ""))]
-                if ck(len(mine) == 1, f"{fname}: {len(mine)} table rows name {c.meta.get('name')!r}: {labels}"):
+                what = f"{fname}: {len(mine)} table rows name {c.meta.get('name')!r}: {labels}"
+                if ck(len(mine) == 1, what):
                     v = float(mine[0]["MSE (test set)"])
                     ck(abs(v - want) < 5e-5, f"{fname}: its row shows MSE {v:.4f}, its checkpoint gives "
                                              f"{want:.4f}")
@@ -470,7 +472,8 @@ def test_j2_defaults_learn(app, mnist):
             for i, seed in enumerate(seeds):
                 start_run(page, epochs=epochs, images=n_img, seed=seed)
                 wait_runs(page, i + 1, timeout_s=400)
-                text = main(page).get_by_text(re.compile(r"Validation MSE after epoch \d+")).first.inner_text()
+                final = re.compile(r"Validation MSE after epoch \d+")
+                text = main(page).get_by_text(final).first.inner_text()
                 v = float(re.search(r":\s*([0-9.]+)", text).group(1))
                 shown[seed] = v
                 ck(v < bar, f"seed {seed}: shown validation MSE {v:.5f} is not below mean-image MSE / 3 = "
@@ -672,8 +675,8 @@ def test_j4_two_users_and_readonly(tmp_path):
             start_run(page, epochs=1, images=300)
             wait_runs(page, 1)
             text = main(page).inner_text()
-            ck(re.search(r"read-only|saving is off", text, re.I), f"read-only: the Training page does not say "
-                                                                 f"saving is off: {text[-800:]!r}")
+            ck(re.search(r"read-only|saving is off", text, re.I),
+               f"read-only: the Training page does not say saving is off: {text[-800:]!r}")
             ck(main(page).get_by_role("button", name="Save to checkpoints/").count() == 0,
                "read-only: a Save button is shown")
             ck(main(page).get_by_role("button", name=re.compile(r"Delete$")).count() == 0,
@@ -718,7 +721,8 @@ def test_j5_state_across_datasets_pages_and_reload(app, tmp_path):
             ck(mnist_picks, "no model picked on MNIST")
             pick(page, "Dataset", "Fashion-MNIST", scope=sidebar(page))
             fashion_picks = tags(page)
-            leaked = [t for t in fashion_picks if t in mnist_picks or re.search(r"(?<!fashion-)mnist", t, re.I)]
+            leaked = [t for t in fashion_picks
+                      if t in mnist_picks or re.search(r"(?<!fashion-)mnist", t, re.I)]
             ck(not leaked, f"MNIST models still picked on Fashion-MNIST: {leaked}")
 
             pick(page, "Dataset", "MNIST", scope=sidebar(page))
@@ -732,7 +736,8 @@ def test_j5_state_across_datasets_pages_and_reload(app, tmp_path):
             nav(page, "Anomaly detection")
             text = main(page).inner_text()
             upload_mode = main(page).get_by_role("radio", name="Uploaded normal training set + test set")
-            still = upload_mode.count() > 0 and upload_mode.first.is_checked() and "Score distributions" in text
+            still = (upload_mode.count() > 0 and upload_mode.first.is_checked()
+                     and "Score distributions" in text)
             ck("digits-test.npy" in text or still,
                f"the Anomaly page's test upload is gone after a page switch: {text[:500]!r}")
 
@@ -744,8 +749,8 @@ def test_j5_state_across_datasets_pages_and_reload(app, tmp_path):
             page.reload()
             settle(page)
             kept = run_table(page)
-            ck(warned or kept, f"a reload dropped the session's run {[r.get('run') for r in rows]} and the page "
-                               "had not said that unsaved runs are lost on reload")
+            ck(warned or kept, f"a reload dropped the session's run {[r.get('run') for r in rows]} and the "
+                               "page had not said that unsaved runs are lost on reload")
         finally:
             browser.close()
     ck.done()
@@ -755,10 +760,9 @@ def test_j5_state_across_datasets_pages_and_reload(app, tmp_path):
 # J6
 
 
-def _luminance(hex_colour: str) -> tuple[float, tuple[float, float, float]]:
+def _hex_rgb(hex_colour: str) -> tuple[float, ...]:
     h = hex_colour.lstrip("#")
-    rgb = tuple(int(h[i:i + 2], 16) / 255 for i in (0, 2, 4))
-    return 0.0, rgb  # rgb only; see _contrast_on_white
+    return tuple(int(h[i:i + 2], 16) / 255 for i in (0, 2, 4))
 
 
 def _contrast_on_white(colour: str, alpha: float) -> float:
@@ -770,7 +774,7 @@ def _contrast_on_white(colour: str, alpha: float) -> float:
         if len(parts) == 4:
             alpha *= parts[3]
     else:
-        rgb = _luminance(colour)[1]
+        rgb = _hex_rgb(colour)
     blended = [alpha * c + (1 - alpha) for c in rgb]
     lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in blended]
     lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
@@ -812,7 +816,8 @@ def test_j6_small_things(app, tmp_path):
             pick(page, "Dataset", "Upload images", scope=sidebar(page))
             upload(page, "Images", garbage, scope=sidebar(page))
             side = sidebar(page).inner_text()
-            alerts = [e.inner_text() for e in sidebar(page).locator('[data-testid="stAlertContentError"]').all()]
+            alerts = [e.inner_text()
+                      for e in sidebar(page).locator('[data-testid="stAlertContentError"]').all()]
             ck(alerts, f"no error for a garbage .npy: {side[-400:]!r}")
             for a in alerts:
                 ck(not re.search(r"magic string|NUMPY|\\x93|b'", a), f"error text in numpy jargon: {a!r}")
