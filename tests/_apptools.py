@@ -99,11 +99,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(data_root: Path, checkpoint_dir: Path, log: Path) -> Iterator[str]:
-    """`streamlit run streamlit_app.py` on a free port (read-only app); yields its URL once healthy."""
+def streamlit_server(data_root: Path, checkpoint_dir: Path, log: Path, *, readonly: bool = True,
+                     env: dict[str, str] | None = None) -> Iterator[str]:
+    """`streamlit run streamlit_app.py` on a free port; yields its URL once healthy.
+
+    Read-only (``AELIB_READONLY=1``) unless ``readonly=False``; ``env`` adds or overrides variables."""
     port = _free_port()
-    env = {**os.environ, "AELIB_DATA_ROOT": str(data_root), "AELIB_DOWNLOAD": "0",
-           "AELIB_CHECKPOINT_DIR": str(checkpoint_dir), "AELIB_READONLY": "1"}
+    env = {**{k: v for k, v in os.environ.items() if readonly or k != "AELIB_READONLY"},
+           "AELIB_DATA_ROOT": str(data_root), "AELIB_DOWNLOAD": "0",
+           "AELIB_CHECKPOINT_DIR": str(checkpoint_dir), **({"AELIB_READONLY": "1"} if readonly else {}),
+           **(env or {})}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
