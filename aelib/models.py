@@ -449,10 +449,11 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode ``n`` draws from the prior N(0, temperature^2 I)."""
+        """Decode ``n`` draws from the prior N(0, temperature^2 I); drawn on the CPU, so a seeded
+        ``generator`` gives the same images on any device."""
         device = next(self.parameters()).device
-        z = torch.randn((n, *self.latent_shape), generator=generator, device=device) * temperature
-        return self.decode(z)
+        z = torch.randn((n, *self.latent_shape), generator=generator) * temperature
+        return self.decode(z.to(device))
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -460,15 +461,22 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=tuple(range(1, mu.dim())))
 
 
-def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-             beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reference VAE loss: mean squared error + beta * KL, the KL averaged over the batch.
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean squared error (``"mse"``) or binary cross-entropy (``"bce"``, outputs in [0, 1])."""
+    if kind == "bce":
+        return F.binary_cross_entropy(recon, target)
+    return F.mse_loss(recon, target)
 
-    Returns (total, mse, kl) so callers can log both parts.
+
+def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+             beta: float = 1.0, kind: str = "mse") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference VAE loss: reconstruction loss + beta * KL, the KL averaged over the batch.
+
+    Returns (total, reconstruction, kl) so callers can log both parts.
     """
-    mse = F.mse_loss(recon, x)
+    rec = reconstruction_loss(recon, x, kind)
     kl = kl_divergence(mu, logvar).mean()
-    return mse + beta * kl, mse, kl
+    return rec + beta * kl, rec, kl
 
 
 def default_beta(cfg: ModelConfig) -> float:

@@ -22,7 +22,7 @@ from . import mlp_step
 from .data import to_float
 from .errors import ConfigError, TrainingDiverged
 from .forward import eval_batches
-from .models import default_beta, is_vae, kl_divergence
+from .models import default_beta, is_vae, reconstruction_loss, vae_loss
 
 
 @dataclass
@@ -188,12 +188,6 @@ def corrupt(x: torch.Tensor, kind: str | None, level: float, value_range: tuple[
     raise ConfigError(f"Unknown noise kind {kind!r}.")
 
 
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    if kind == "bce":
-        return F.binary_cross_entropy(recon, target)
-    return F.mse_loss(recon, target)
-
-
 def _loss(model: nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: TrainConfig,
           vae: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (loss to minimise, plain reconstruction MSE) for one batch.
@@ -203,12 +197,10 @@ def _loss(model: nn.Module, x: torch.Tensor, target: torch.Tensor, cfg: TrainCon
     out = model(x)
     if is_vae(model) if vae is None else vae:
         recon, mu, logvar = out
-        rec = reconstruction_loss(recon, target, cfg.loss)
-        loss = rec + cfg.beta * kl_divergence(mu, logvar).mean()
+        loss, rec, _ = vae_loss(recon, target, mu, logvar, cfg.beta, cfg.loss)
     else:
         recon = out
-        rec = reconstruction_loss(recon, target, cfg.loss)
-        loss = rec
+        loss = rec = reconstruction_loss(recon, target, cfg.loss)
     mse = rec if cfg.loss == "mse" else F.mse_loss(recon.detach(), target)
     return loss, mse
 
