@@ -442,9 +442,13 @@ def image_metrics(x: torch.Tensor | np.ndarray, recon: torch.Tensor | np.ndarray
     if x.dim() < 2:
         x, recon = x.reshape(1, -1), recon.reshape(1, -1)
     mse = (recon.double() - x.double()).flatten(1).square().mean(1).cpu().numpy()
+    return {"mse": mse, "psnr": psnr_from_mse(mse, data_range)}
+
+
+def psnr_from_mse(mse: np.ndarray, data_range: float) -> np.ndarray:
+    """Per-image PSNR in dB of per-image mean squared errors (``inf`` where an error is 0)."""
     with np.errstate(divide="ignore"):
-        psnr = 10.0 * np.log10(float(data_range) ** 2 / mse)
-    return {"mse": mse, "psnr": psnr}
+        return 10.0 * np.log10(float(data_range) ** 2 / np.asarray(mse, dtype=np.float64))
 
 
 # --------------------------------------------------------------------------------------------

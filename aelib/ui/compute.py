@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-import torch
 
 from .. import explore, scoring
 from .choices import ModelChoice
@@ -79,14 +78,9 @@ def evaluation(labels: np.ndarray, scores: np.ndarray) -> dict:
 
 
 def psnr_db(mse: np.ndarray, value_range: tuple[float, float]) -> float:
-    """Mean PSNR in dB of images with these per-image MSEs."""
+    """Mean PSNR in dB of images with these per-image MSEs (a perfect image counts at 120 dB)."""
     lo, hi = value_range
-    return float(np.mean(10 * np.log10((hi - lo) ** 2 / np.maximum(mse, 1e-12))))
-
-
-def single(image: torch.Tensor, key: str) -> Images:
-    """One image (C, H, W) as ``Images`` of length 1."""
-    return Images(key, image[None])
+    return float(np.mean(np.minimum(scoring.psnr_from_mse(mse, hi - lo), 120.0)))
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH)
