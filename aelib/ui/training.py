@@ -84,7 +84,7 @@ def saved_panel(fr: Frame) -> None:
                 format_func=lambda i: by_id[i].name,
             )
         ]
-        if c2.button("Delete...", key="aelib.t_del", icon=":material/delete:"):
+        if c2.button("Delete", key="aelib.t_del", icon=":material/delete:"):
             st.session_state["aelib.t_del_confirm"] = victim.id
         if st.session_state.get("aelib.t_del_confirm") == victim.id:
             st.warning(f"Delete **{victim.name}** from this server for good?")
