@@ -182,3 +182,13 @@ def test_load_refuses_float64_weights_past_float32s_range():
     state["encoder.1.weight"][0, 0] = 0.5  # float64 within range still loads
     raw = st_save(state, metadata={"aelib": json.dumps(checkpoints.make_metadata(model))})
     assert checkpoints.load_bytes(raw).model.encoder[1].weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("field,value,word", [
+    ("beta", float("nan"), "beta"), ("beta", float("inf"), "beta"), ("seed", 2**70, "seed"),
+    ("seed", -1, "seed"), ("threads", 0, "threads"), ("noise_level", float("nan"), "noise")])
+def test_train_config_names_the_bad_field(field, value, word):
+    from aelib.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=word):
+        TrainConfig(**{field: value}).validate()
