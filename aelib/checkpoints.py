@@ -278,11 +278,19 @@ def _probes(cfg: ModelConfig) -> torch.Tensor:
     return torch.cat([flat, noise])
 
 
+def _assembled(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A model of ``cfg`` holding ``state`` (converted to its dtypes), in eval mode. Built on the
+    meta device and given the tensors themselves, so no weights are initialised only to be
+    overwritten."""
+    with torch.device("meta"):
+        model = build(cfg)
+    model.load_state_dict({k: state[k].to(v.dtype) for k, v in model.state_dict().items()}, assign=True)
+    return model.eval()
+
+
 def _outputs_problem(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> str | None:
     """Why a model of ``cfg`` with weights ``state`` gives non-finite latents or outputs, or None."""
-    model = build(cfg)
-    model.load_state_dict({k: state[k].to(v.dtype) for k, v in model.state_dict().items()})
-    return _model_outputs_problem(model)
+    return _model_outputs_problem(_assembled(cfg, state))
 
 
 @torch.no_grad()
@@ -311,10 +319,9 @@ def _rebuild(meta: dict, tensors: dict[str, torch.Tensor], what: str) -> nn.Modu
     if problem:
         raise CheckpointError(f"{what}: {problem}.")
     try:
-        model = build(cfg)
+        model = _assembled(cfg, tensors)
     except (RuntimeError, MemoryError) as exc:
         raise CheckpointError(f"{what}: its model cannot be built ({_one_line(exc)}).") from None
-    model.load_state_dict({k: tensors[k].to(v.dtype) for k, v in model.state_dict().items()})
     problem = _model_outputs_problem(model)
     if problem:
         raise CheckpointError(f"{what}: {problem}.")
