@@ -113,12 +113,7 @@ def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None,
     elif meta_kw:
         raise TypeError("Pass either meta or metadata keywords, not both.")
     data = to_bytes(model, meta, dtype)
-    header, _ = _header(data, "The model")
-    _metadata(header, "The model")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    problem = _weights_problem(state, model.state_dict()) or _outputs_problem(model.config, state)
+    problem = _bytes_problem(data, model, dtype)
     if problem:
         raise CheckpointError(f"The model was not saved, so {path.name} is unchanged: {problem}.")
     sidecar = path.with_suffix(".json")
@@ -128,6 +123,28 @@ def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None,
     _atomic_write(path, data)
     _atomic_write(sidecar, json.dumps(meta, indent=1, allow_nan=True).encode())
     return path
+
+
+def checked_bytes(model: nn.Module, meta: dict, dtype: torch.dtype | None = None) -> bytes:
+    """:func:`to_bytes`, refused with :class:`CheckpointError` when :func:`load_bytes` would refuse the
+    result (non-finite weights as stored, non-finite outputs, metadata out of bounds): for downloads."""
+    data = to_bytes(model, meta, dtype)
+    problem = _bytes_problem(data, model, dtype)
+    if problem:
+        raise CheckpointError(f"The model cannot be downloaded: {problem}.")
+    return data
+
+
+def _bytes_problem(data: bytes, model: nn.Module, dtype: torch.dtype | None) -> str | None:
+    try:
+        header, _ = _header(data, "its file")
+        _metadata(header, "its file")
+    except CheckpointError as exc:
+        return str(exc).rstrip(".")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    return _weights_problem(state, model.state_dict()) or _outputs_problem(model.config, state)
 
 
 # ---- reading untrusted bytes ------------------------------------------------------------------

@@ -192,3 +192,13 @@ def test_train_config_names_the_bad_field(field, value, word):
 
     with pytest.raises(ConfigError, match=word):
         TrainConfig(**{field: value}).validate()
+
+
+def test_a_download_of_an_unusable_model_is_refused_like_a_save():
+    model = _tiny()
+    meta = checkpoints.make_metadata(model)
+    assert checkpoints.load_bytes(checkpoints.checked_bytes(model, meta)).model.config == model.config
+    with torch.no_grad():
+        model.encoder[1].weight[0, 0] = float("inf")
+    with pytest.raises(CheckpointError, match="cannot be downloaded.*NaN or infinite"):
+        checkpoints.checked_bytes(model, meta)
