@@ -113,12 +113,7 @@ def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None,
     elif meta_kw:
         raise TypeError("Pass either meta or metadata keywords, not both.")
     data = to_bytes(model, meta, dtype)
-    header, _ = _header(data, "The model")
-    _metadata(header, "The model")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    problem = _weights_problem(state, model.state_dict()) or _outputs_problem(model.config, state)
+    problem = _bytes_problem(data, model, dtype)
     if problem:
         raise CheckpointError(f"The model was not saved, so {path.name} is unchanged: {problem}.")
     sidecar = path.with_suffix(".json")
@@ -128,6 +123,28 @@ def save(path: str | os.PathLike, model: nn.Module, meta: dict | None = None,
     _atomic_write(path, data)
     _atomic_write(sidecar, json.dumps(meta, indent=1, allow_nan=True).encode())
     return path
+
+
+def checked_bytes(model: nn.Module, meta: dict, dtype: torch.dtype | None = None) -> bytes:
+    """:func:`to_bytes`, refused with :class:`CheckpointError` when :func:`load_bytes` would refuse the
+    result (non-finite weights as stored, non-finite outputs, metadata out of bounds): for downloads."""
+    data = to_bytes(model, meta, dtype)
+    problem = _bytes_problem(data, model, dtype)
+    if problem:
+        raise CheckpointError(f"The model cannot be downloaded: {problem}.")
+    return data
+
+
+def _bytes_problem(data: bytes, model: nn.Module, dtype: torch.dtype | None) -> str | None:
+    try:
+        header, _ = _header(data, "its file")
+        _metadata(header, "its file")
+    except CheckpointError as exc:
+        return str(exc).rstrip(".")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    return _weights_problem(state, model.state_dict()) or _outputs_problem(model.config, state)
 
 
 # ---- reading untrusted bytes ------------------------------------------------------------------
@@ -278,11 +295,19 @@ def _probes(cfg: ModelConfig) -> torch.Tensor:
     return torch.cat([flat, noise])
 
 
+def _assembled(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A model of ``cfg`` holding ``state`` (converted to its dtypes), in eval mode. Built on the
+    meta device and given the tensors themselves, so no weights are initialised only to be
+    overwritten."""
+    with torch.device("meta"):
+        model = build(cfg)
+    model.load_state_dict({k: state[k].to(v.dtype) for k, v in model.state_dict().items()}, assign=True)
+    return model.eval()
+
+
 def _outputs_problem(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> str | None:
     """Why a model of ``cfg`` with weights ``state`` gives non-finite latents or outputs, or None."""
-    model = build(cfg)
-    model.load_state_dict({k: state[k].to(v.dtype) for k, v in model.state_dict().items()})
-    return _model_outputs_problem(model)
+    return _model_outputs_problem(_assembled(cfg, state))
 
 
 @torch.no_grad()
@@ -311,10 +336,9 @@ def _rebuild(meta: dict, tensors: dict[str, torch.Tensor], what: str) -> nn.Modu
     if problem:
         raise CheckpointError(f"{what}: {problem}.")
     try:
-        model = build(cfg)
+        model = _assembled(cfg, tensors)
     except (RuntimeError, MemoryError) as exc:
         raise CheckpointError(f"{what}: its model cannot be built ({_one_line(exc)}).") from None
-    model.load_state_dict({k: tensors[k].to(v.dtype) for k, v in model.state_dict().items()})
     problem = _model_outputs_problem(model)
     if problem:
         raise CheckpointError(f"{what}: {problem}.")

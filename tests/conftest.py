@@ -6,10 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from streamlit import config as _st_config
 
 from aelib.data import ImageDataset, load_splits
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Tests read exception elements' text, as a developer would; a deployment shows a generic sentence
+# instead (client.showErrorDetails = "none" in .streamlit/config.toml, checked in test_deploy).
+_st_config.set_option("client.showErrorDetails", "full")
 
 # One torch thread for the suite: the models here are small, and on a 2-core machine with anything
 # else running, two OpenMP threads spin against each other and run 10-60x slower (README "Threads").

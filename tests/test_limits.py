@@ -182,3 +182,23 @@ def test_load_refuses_float64_weights_past_float32s_range():
     state["encoder.1.weight"][0, 0] = 0.5  # float64 within range still loads
     raw = st_save(state, metadata={"aelib": json.dumps(checkpoints.make_metadata(model))})
     assert checkpoints.load_bytes(raw).model.encoder[1].weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("field,value,word", [
+    ("beta", float("nan"), "beta"), ("beta", float("inf"), "beta"), ("seed", 2**70, "seed"),
+    ("seed", -1, "seed"), ("threads", 0, "threads"), ("noise_level", float("nan"), "noise")])
+def test_train_config_names_the_bad_field(field, value, word):
+    from aelib.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=word):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_a_download_of_an_unusable_model_is_refused_like_a_save():
+    model = _tiny()
+    meta = checkpoints.make_metadata(model)
+    assert checkpoints.load_bytes(checkpoints.checked_bytes(model, meta)).model.config == model.config
+    with torch.no_grad():
+        model.encoder[1].weight[0, 0] = float("inf")
+    with pytest.raises(CheckpointError, match="cannot be downloaded.*NaN or infinite"):
+        checkpoints.checked_bytes(model, meta)
