@@ -10,8 +10,15 @@ import numpy as np
 import streamlit as st
 
 from .. import explore, scoring
+from ..models import batch_size_for
 from .choices import ModelChoice
 from .sources import Images
+
+
+def _batch(m: ModelChoice) -> int:
+    """Images per batch, so one batch's activations stay bounded whatever the model."""
+    return batch_size_for(m.config)
+
 
 HASH = {ModelChoice: lambda m: m.id, Images: lambda i: i.key}  # the values' identities, never their tensors
 
@@ -19,25 +26,25 @@ HASH = {ModelChoice: lambda m: m.id, Images: lambda i: i.key}  # the values' ide
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
 def errors(m: ModelChoice, images: Images, metrics: tuple[str, ...] = ("mse",)) -> dict[str, np.ndarray]:
     """Per-image errors / anomaly scores (see :func:`aelib.scoring.reconstruction_errors`)."""
-    return scoring.reconstruction_errors(m.model, images.tensor, metrics, batch_size=256)
+    return scoring.reconstruction_errors(m.model, images.tensor, metrics, batch_size=_batch(m))
 
 
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
 def reconstructions(m: ModelChoice, images: Images) -> np.ndarray:
     """Display arrays of the reconstructions."""
-    recon = explore.reconstruct_images(m.model, images.tensor, batch_size=256)
+    recon = explore.reconstruct_images(m.model, images.tensor, batch_size=_batch(m))
     return explore.to_display(recon, m.config.output_range)
 
 
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
 def codes(m: ModelChoice, images: Images) -> np.ndarray:
     """Flattened latent codes (N, D) (the VAE's means)."""
-    return explore.encode_images(m.model, images.tensor, batch_size=256).numpy()
+    return explore.encode_images(m.model, images.tensor, batch_size=_batch(m)).numpy()
 
 
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
 def latent_map(m: ModelChoice, images: Images) -> tuple[np.ndarray, np.ndarray | None]:
-    return explore.latent_map(m.model, images.tensor, "pca", batch_size=256)
+    return explore.latent_map(m.model, images.tensor, "pca", batch_size=_batch(m))
 
 
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
@@ -58,12 +65,12 @@ def traversal(m: ModelChoice, image: Images, dim: int, steps: int, scale: float)
 
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=HASH)
 def gallery(m: ModelChoice, images: Images) -> dict[str, np.ndarray]:
-    return explore.gallery(m.model, images.tensor, list(range(len(images))), batch_size=256)
+    return explore.gallery(m.model, images.tensor, list(range(len(images))), batch_size=_batch(m))
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=HASH)
 def denoise(m: ModelChoice, images: Images, kind: str, level: float, seed: int) -> dict[str, np.ndarray]:
-    return explore.denoise_comparison(m.model, images.tensor, kind, level, seed, batch_size=256)
+    return explore.denoise_comparison(m.model, images.tensor, kind, level, seed, batch_size=_batch(m))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -110,7 +117,7 @@ def scores(m: ModelChoice, images: Images, score: str, normal: Images | None = N
     """One anomaly score of every image (``latent`` fitted on ``normal``; ELBO with the run's beta)."""
     latent = None if normal is None else normal.tensor
     return scoring.model_scores(
-        m.model, images.tensor, (score,), batch_size=256, beta=_beta(m), latent=latent
+        m.model, images.tensor, (score,), batch_size=_batch(m), beta=_beta(m), latent=latent
     )[score]
 
 

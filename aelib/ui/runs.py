@@ -168,4 +168,10 @@ def table(runs: list[Run]) -> pd.DataFrame:
 
 
 def to_bytes(run: Run) -> bytes:
-    return checkpoints.to_bytes(run.model, run.meta)
+    return checkpoints.checked_bytes(run.model, run.meta)
+
+
+def remove(run: Run) -> None:
+    """The session lets go of a finished run (its model is freed)."""
+    state.manager().forget(run)
+    session_runs().pop(run.id, None)

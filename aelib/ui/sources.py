@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -24,7 +23,7 @@ from ..data import (
     npz_labels,
     one_class_split,
 )
-from ..errors import DataError
+from ..localpath import resolve_local_path
 from . import settings, state
 
 UPLOAD_MAX_BYTES = 512 * 1024**2  # uint8 pixels held for one uploaded image set
@@ -177,20 +176,6 @@ def uploaded_set(upload: Upload) -> ImageSet:
 @st.cache_resource(max_entries=2, show_spinner="Reading local images...")
 def _local_images(path: str, mtime_ns: int) -> torch.Tensor:
     return load_images(path)
-
-
-def resolve_local_path(text: str, root: Path) -> Path:
-    """A user-typed server path, resolved (symlinks too) and refused unless inside ``root``."""
-    root = root.resolve()
-    if not text.strip():
-        raise DataError("Type the path of a .npy/.npz file, a .zip or a folder of images.")
-    p = Path(text.strip()).expanduser()
-    p = (p if p.is_absolute() else root / p).resolve()
-    if not p.is_relative_to(root):
-        raise DataError(f"'{text}' is outside the allowed folder {root}; only paths inside it can be read.")
-    if not p.exists():
-        raise DataError(f"No file or folder at '{p}'.")
-    return p
 
 
 def local_set(text: str) -> ImageSet:

@@ -35,7 +35,7 @@ def session_runs_panel() -> None:
                 "Run", list(finished), key="aelib.t_pick", format_func=lambda i: finished[i].name
             )
             run = finished[pick]
-            c1, c2, c3 = st.columns(3)
+            c1, c2, c3, c4 = st.columns(4)
             c1.download_button(
                 "Download .safetensors",
                 lambda: runs.to_bytes(run),
@@ -67,6 +67,14 @@ def session_runs_panel() -> None:
                     st.error(f"Could not save {run.name}: {exc}")
                 else:
                     state.flash(f"Saved {run.name} as {saved}.")
+            if c4.button(
+                "Remove from this session",
+                key="aelib.t_forget",
+                icon=":material/close:",
+                help="Frees its memory; a session holds at most 24 trained models.",
+            ):
+                runs.remove(run)
+                state.flash(f"Removed {run.name} from this session.")
 
 
 def saved_panel(fr: Frame) -> None:
