@@ -17,9 +17,10 @@ together (``Checks``), so one run tells everything that is wrong along the way.
 - J3 ``test_j3_colour_upload_quick_model_on_mnist_sidebar``: with MNIST in the sidebar, Anomaly page,
   upload mode, 64x64x3 normal / test / labels uploads, quick model: the Anomaly page itself shows the
   model's AUC (checked against its scores.csv) or an error sentence; the run's name does not say mnist.
-- J4 ``test_j4_two_users_and_readonly``: user A saves a run; a fresh user B gets the same default
-  picks as before; shipped checkpoints offer no delete (or refuse it); deleting A's file asks first
-  and Cancel keeps it; no page shows the server's checkpoint folder or data root; with
+- J4 ``test_j4_two_users_and_readonly``: user A saves a run (into checkpoints/saved/, the shipped
+  folder unchanged); a fresh user B gets the same default picks as before and may delete nothing
+  (neither shipped checkpoints nor A's save); A deleting its own save is asked first and Cancel
+  keeps it; no page shows the server's checkpoint folder or data root; with
   AELIB_READONLY=1 the Training page says saving is off and offers no Save / Delete.
 - J5 ``test_j5_state_across_datasets_pages_and_reload``: "Training images" set on a 25x25 upload does
   not carry over to MNIST; MNIST models are not picked after switching to Fashion-MNIST; an Anomaly
@@ -146,9 +147,13 @@ def new_page(browser, url: str, path: str = "", h1: bool = True):
     return page
 
 
+# The sidebar's page links: Streamlit's own nav list, or page links the app draws there itself.
+NAV = '[data-testid="stSidebarNav"] a, [data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]'
+
+
 def nav(page, title: str, h1: bool = True) -> None:
     """Switch pages inside the session (a click in the sidebar nav, not a reload)."""
-    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.locator(NAV, has_text=title).first.click()
     time.sleep(0.5)
     settle(page, h1=h1)
 
@@ -156,7 +161,7 @@ def nav(page, title: str, h1: bool = True) -> None:
 def nav_links(page) -> list[str]:
     """The sidebar nav's entries (a link's last line is its label; an icon's ligature text comes first)."""
     return [(a.inner_text().strip().splitlines() or [""])[-1].strip()
-            for a in page.locator('[data-testid="stSidebarNav"] a').all()]
+            for a in page.locator(NAV).all()]
 
 
 def training_now(page) -> bool:
@@ -496,14 +501,14 @@ def test_j2_defaults_learn(app, mnist):
             settle(page)
             ck(tags(page, "Normal classes") and all(t.startswith("1") for t in tags(page, "Normal classes")),
                f"normal classes now {tags(page, 'Normal classes')}")
-            main(page).get_by_role("button", name=re.compile("Train a quick model")).click()
+            main(page).get_by_role("button", name=re.compile("Train the recommended detector")).click()
             time.sleep(3)
             deadline = time.monotonic() + 400
             while time.monotonic() < deadline and training_now(page):
                 time.sleep(2)
             time.sleep(3)
             settle(page)
-            csv_model = main(page).get_by_role("combobox", name="Model").last  # "Download scores"
+            csv_model = main(page).get_by_role("combobox", name="Scores of").last  # "Download scores"
             open_box(page, csv_model)
             quick = page.get_by_role("option").last.inner_text().strip()
             page.get_by_role("option").last.click()
@@ -567,7 +572,7 @@ def test_j3_colour_upload_quick_model_on_mnist_sidebar(app, tmp_path):
             upload(page, "Test set", tmp_path / "colour-test.npy", scope=main(page))
             upload(page, "Test labels", tmp_path / "colour-labels.npy", scope=main(page))
             settle(page)
-            button = main(page).get_by_role("button", name=re.compile("Train a quick model"))
+            button = main(page).get_by_role("button", name=re.compile("Train the recommended detector"))
             if ck(button.count() == 1, f"no quick-model button: {main(page).inner_text()[:800]}"):
                 button.click()
                 time.sleep(2)
@@ -625,8 +630,9 @@ def test_j4_two_users_and_readonly(tmp_path):
             a.get_by_role("button", name="Save to checkpoints/").click()
             a.get_by_text(re.compile(r"^Saved ")).first.wait_for(timeout=60 * MS)
             settle(a)
-            new = sorted(set(q.name for q in ckpt.glob("*.safetensors")) - set(shipped))
-            ck(len(new) == 1, f"saving wrote {new}")
+            new = sorted(q.name for q in (ckpt / "saved").glob("*.safetensors"))
+            ck(len(new) == 1 and sorted(q.name for q in ckpt.glob("*.safetensors")) == shipped,
+               f"saving wrote {new} beside the shipped models' folder, which is unchanged")
 
             b = new_page(browser, url)
             picks_after = tags(b)
@@ -637,24 +643,29 @@ def test_j4_two_users_and_readonly(tmp_path):
                 shown = _paths_shown(b, secret)
                 ck(not shown, f"{title} shows server paths {shown}")
 
+            # B may delete nothing: neither the shipped models nor A's save
             nav(b, "Training")
             delete_box = main(b).get_by_role("combobox", name="Delete a checkpoint", exact=True)
             listed = options(b, "Delete a checkpoint", scope=main(b)) if delete_box.count() else []
-            offered = [n for n in shipped if n in listed]
-            ck(not offered, f"user B is offered to delete shipped checkpoints: {offered}")
-            if new and new[0] in listed:
-                pick(b, "Delete a checkpoint", new[0], scope=main(b))
-                main(b).get_by_role("button", name=re.compile(r"Delete$")).first.click()
+            ck(not listed, f"user B is offered to delete {listed}")
+            # A may delete its own save, after a confirmation; Cancel keeps it
+            nav(a, "Training")
+            stem = new[0].rsplit(".", 1)[0] if new else ""
+            listed = options(a, "Delete a checkpoint", scope=main(a)) if main(a).get_by_role(
+                "combobox", name="Delete a checkpoint", exact=True).count() else []
+            if ck(stem and stem in listed, f"A's saved {new} is not offered to A for deletion: {listed}"):
+                offered = [n for n in shipped if n.rsplit(".", 1)[0] in listed]
+                ck(not offered, f"A is offered to delete shipped checkpoints: {offered}")
+                pick(a, "Delete a checkpoint", stem, scope=main(a))
+                main(a).get_by_role("button", name=re.compile(r"Delete$")).first.click()
                 time.sleep(2)
-                settle(b)
-                ck((ckpt / new[0]).exists(), f"{new[0]} was deleted at once, without asking")
-                cancel = main(b).get_by_role("button", name=re.compile("Cancel"))
+                settle(a)
+                ck((ckpt / "saved" / new[0]).exists(), f"{new[0]} was deleted at once, without asking")
+                cancel = main(a).get_by_role("button", name=re.compile("Cancel"))
                 if ck(cancel.count() > 0, "deleting asks nothing (no Cancel button)"):
                     cancel.first.click()
-                    settle(b)
-                    ck((ckpt / new[0]).exists(), f"{new[0]} is gone after Cancel")
-            elif new:
-                ck(False, f"A's saved {new[0]} is not offered for deletion: {listed}")
+                    settle(a)
+                    ck((ckpt / "saved" / new[0]).exists(), f"{new[0]} is gone after Cancel")
 
             # a 25x25 upload: no model fits, the sidebar's hint must not name the server's folders
             up = grey_25(tmp_path / "grey25.npy")
@@ -884,7 +895,7 @@ def test_j6b_fresh_server_navigation(tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)  # the fresh server's very first request
-            page.wait_for_selector('[data-testid="stSidebarNav"] a', timeout=90 * MS)
+            page.wait_for_selector(NAV, timeout=90 * MS)
             first = nav_links(page)  # as first drawn, before the app settles
             settle(page)
             links = nav_links(page)
