@@ -4,7 +4,7 @@ Both stream: rows are produced and formatted a block at a time, so memory does n
 number of images. Written to a path, a file appears atomically (a temporary file in the same
 folder, then ``os.replace``): a failed export leaves any existing file untouched.
 
-``prediction.csv`` (``../shared/REFERENCE.md`` s.2) has one row per image::
+``prediction.csv`` (the format of the Keras recipe it replaces) has one row per image::
 
     row_id,orig_px0,recon_px0,orig_px1,recon_px1,...,orig_px{P-1},recon_px{P-1}
 
@@ -29,7 +29,7 @@ from .errors import DataError
 from .scoring import ImagesLike, as_image_tensor, reconstruct_batches
 
 # Upper bound on values formatted at once: bounds the temporary Python floats and the string
-# of one block (~2.5 MB of text at "%.6g") whatever the image size.
+# of one block whatever the image size.
 _BLOCK_VALUES = 1 << 18
 _SCORE_BLOCK_ROWS = 1 << 16
 
