@@ -6,7 +6,7 @@ import streamlit as st
 
 from aelib import explore, export
 from aelib.errors import AelibError
-from aelib.ui import anomaly, choices, compute, draw, router, state, widgets
+from aelib.ui import anomaly, anomaly_panels, choices, compute, draw, router, state, widgets
 from aelib.ui.state import kept
 
 fr = router.page(__file__)
@@ -141,7 +141,7 @@ st.subheader("Score distributions")
 cols = st.columns(min(2, len(chosen)))
 for i, (k, s) in enumerate(scores.items()):
     cols[i % len(cols)].plotly_chart(
-        anomaly.histogram(s, case.labels, names[k], metric), key=f"aelib.a_hist_{i}"
+        anomaly_panels.histogram(s, case.labels, names[k], metric), key=f"aelib.a_hist_{i}"
     )
 if case.labels is None:
     st.info(
@@ -150,8 +150,8 @@ if case.labels is None:
     )
 else:
     st.subheader("ROC")
-    anomaly.roc_panel(case.labels, scores, names)
-anomaly.threshold_panel(case.labels, scores, names, metric)
+    anomaly_panels.roc_panel(case.labels, scores, names)
+anomaly_panels.threshold_panel(case.labels, scores, names, metric)
 
 # ---- galleries -----------------------------------------------------------------------------------
 st.subheader("Most and least anomalous")
@@ -176,7 +176,7 @@ for title, largest in (("Most anomalous", True), ("Least anomalous", False)):
 
 # ---- one image -----------------------------------------------------------------------------------
 st.subheader("Score one image")
-anomaly.score_one_panel(chosen, scores, case, metric, gray_r)
+anomaly_panels.score_one_panel(chosen, scores, case, metric, gray_r)
 
 # ---- export --------------------------------------------------------------------------------------
 st.subheader("Download scores")

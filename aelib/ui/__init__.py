@@ -5,11 +5,15 @@ result -> drawing):
 
 * ``settings``  deployment switches read from the environment or ``.streamlit/secrets.toml``
 * ``state``     this user's session: namespaced keys, remembered widget values, one-shot messages
-* ``sources``   typed values the pages pass around: ``ImageSet`` (data + content key) and
-                ``ModelChoice`` (a shipped or saved checkpoint, an upload, a run: one stable id)
-* ``runs``      starting, naming, saving and deleting this session's training runs
+* ``sources``   image sets as typed values: ``ImageSet`` (the sidebar's data) and ``Images`` (a key
+                naming exactly these images); uploads kept for the session
+* ``choices``   ``ModelChoice``: a shipped or saved checkpoint, an upload or a run, one stable id each
+* ``runs``      this session's training runs: start with a unique name, save, delete, remove
 * ``compute``   cached computations keyed by those values' ids (never by hand-built strings)
-* ``draw``      arrays in, Streamlit elements out (image rows, heat maps, loss charts)
+* ``draw``      arrays in, Streamlit elements out (image rows, heat maps, charts, tables)
+* ``widgets``   composite widgets: the training form, a model picker by id
 * ``sidebar``   the shared frame: dataset and model pickers, training status
-* ``router``    the page list, the one-call page preamble, routing of bare page runs
+* ``router``    the page list, the navigation, the one-call page preamble
+* ``training``, ``reconstruction``, ``latent``, ``anomaly``, ``anomaly_panels``: the panels of one
+  page each, so the pages under ``pages/`` stay short views
 """
