@@ -159,3 +159,14 @@ def test_no_training_thread_left_behind():
     # Runs last in this module (pytest keeps file order): every manager above was shut down.
     _wait_for(lambda: not _train_threads(), timeout=10)
     assert not _train_threads(), [t.name for t in threading.enumerate()]
+
+
+def test_a_run_that_learned_nothing_says_so(manager, images):
+    # random pixels have no structure below their mean image: the run ends at or above it
+    run = manager.submit("s1", _cfg(), images, images[:64], TrainConfig(epochs=1, batch_size=64, lr=1e-9),
+                         data_key="rand256-dead")
+    assert manager.wait(run, 30)
+    assert run.status == DONE and run.model is not None
+    assert "learned nothing image-specific" in run.message and "mean training image" in run.message
+    assert run.history().baseline is not None and run.history().collapsed
+    assert run.meta["history"]["mean_image_mse"] == [run.history().baseline]
