@@ -5,38 +5,15 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .models import build, get_config
-from .train import ONE_CYCLE, TrainConfig, fit
-
-# The Keras recipe of REFERENCE.md s.2, and the fast mode that aims at the same validation MSE.
-# Keras defaults otherwise, Adam's epsilon included (1e-7; torch's is 1e-8).
-RECIPE = TrainConfig(epochs=12, batch_size=300, lr=1.5e-3, eps=1e-7)
-RECIPE_TARGET_MSE = 0.0137
-
-
-def fast_config(target: float | None = RECIPE_TARGET_MSE) -> TrainConfig:
-    """aelib's fast mode for the MNIST recipe model (tuned in bench; see README)."""
-    # Smaller batches learn more per image seen; a one-cycle schedule (half the run warming up
-    # from lr/10, then annealing to lr/10^4) lets the peak rate be ~7x the recipe's. Chosen on
-    # seeds 10-14 (all at or below 0.0131 after 3 epochs), so the benchmark's seeds 0-4 are
-    # held out; grids and their results in README "Fast mode".
-    return TrainConfig(epochs=3, batch_size=80, lr=1e-2, target_val_mse=target, **ONE_CYCLE)
-
-
-# What the fast mode sets; data, seed, loss, noise, threads and device stay the caller's.
-FAST_FIELDS = ("epochs", "batch_size", "lr", "schedule", "warmup", "div_factor", "final_div_factor", "betas")
-
-
-def with_fast_mode(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with the fast mode's schedule (the CLI's ``--fast``, the Training page's toggle)."""
-    fast = fast_config(target=None)
-    return replace(cfg, **{k: getattr(fast, k) for k in FAST_FIELDS})
+from .recipes import RECIPE, RECIPE_TARGET_MSE, fast_config
+from .recipes import with_fast_mode as with_fast_mode  # the Training page's old import; moved to recipes
+from .train import TrainConfig, fit
 
 
 def _machine() -> dict:

@@ -155,8 +155,11 @@ def _checkpoint_out(out: str) -> Path:
 
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
+    from dataclasses import replace
+
     from .models import build, count_parameters, get_config
-    from .train import PrintCallback, TrainConfig, fit, resolve_device
+    from .recipes import default_train_config
+    from .train import PrintCallback, TrainConfig, collapse_message, fit, resolve_device
 
     log = print if rank == 0 else (lambda *a, **k: None)
     resolve_device(device)  # an unknown or absent device is refused before anything is loaded
@@ -166,13 +169,20 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     output_range = args.output_range or ("symmetric" if args.model.startswith("face_") else "unit")
     cfg = get_config(args.model, in_shape=train.shape, latent=args.latent, output_range=output_range)
     model = build(cfg, seed=args.seed)
-    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
-                       seed=args.seed, schedule=args.schedule, loss=args.loss, noise=args.noise,
-                       noise_level=args.noise_level, threads=args.threads, device=device,
-                       amp=args.amp)
+    # The model's starting values (aelib.recipes), overridden by what the user gave. Choosing
+    # --schedule resets the schedule's shape to that schedule's own TrainConfig defaults.
+    tcfg = default_train_config(args.model)
+    given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                               ("lr", args.lr)) if v is not None}
+    if args.schedule is not None and args.schedule != tcfg.schedule:
+        plain = TrainConfig()
+        given.update({k: getattr(plain, k) for k in ("warmup", "div_factor", "final_div_factor", "betas")})
+        given["schedule"] = args.schedule
+    tcfg = replace(tcfg, **given, beta=args.beta, seed=args.seed, loss=args.loss, noise=args.noise,
+                   noise_level=args.noise_level, threads=args.threads, device=device, amp=args.amp)
     tcfg.validate()
     if args.fast:  # the whole fast-mode schedule; data, seed, loss, noise and device stay the user's
-        from .bench import with_fast_mode
+        from .recipes import with_fast_mode
 
         tcfg = with_fast_mode(tcfg)
         if cfg.preset != "mnist_keras":
@@ -187,6 +197,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     result = fit(model, train.images, test.images, tcfg, callbacks=callbacks)
     if rank != 0:
         return 0  # only rank 0 writes the checkpoint
+    if result.history.collapsed:
+        print(f"warning: {collapse_message(result.history.val_mse[-1], result.history.baseline)}",
+              file=sys.stderr, flush=True)
     from . import scoring
 
     dtype = torch.float16 if args.half else None
@@ -374,13 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent size (default: the model's)")
     p.add_argument("--output-range", choices=["unit", "symmetric"], default=None,
                    help="pixel range: unit [0,1] or symmetric [-1,1] (default: by model)")
-    p.add_argument("--epochs", type=_whole(1, 100_000), default=10)
-    p.add_argument("--batch-size", type=_whole(1, 1_000_000), default=128)
-    p.add_argument("--lr", type=_number(0, positive=True), default=1e-3)
+    p.add_argument("--epochs", type=_whole(1, 100_000), default=None,
+                   help="default: the model's (10; the Keras recipe's 12 for mnist_keras)")
+    p.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None,
+                   help="default: the model's (128; 300 for mnist_keras)")
+    p.add_argument("--lr", type=_number(0, positive=True), default=None,
+                   help="peak learning rate (default: the model's, 3e-3; 1.5e-3 for mnist_keras)")
     p.add_argument("--beta", type=_number(0), default=None,
                    help="KL weight (VAE; default 1/n_pixels, 1 for the face_vae reference preset)")
     p.add_argument("--loss", choices=["mse", "bce"], default="mse")
-    p.add_argument("--schedule", choices=["constant", "onecycle"], default="constant")
+    p.add_argument("--schedule", choices=["constant", "onecycle"], default=None,
+                   help="default: the model's (one-cycle with half the steps warming up; constant "
+                        "for mnist_keras)")
     p.add_argument("--fast", action="store_true",
                    help="aelib's fast mode for the Keras recipe (--model mnist_keras): batch 80, 3 epochs, "
                         "one-cycle Adam peaking at 1e-2 with half the steps warming up; replaces --epochs, "

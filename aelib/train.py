@@ -104,15 +104,6 @@ class TrainConfig:
         return cls(**known)
 
 
-# The fast mode's one-cycle shape: half the steps warming up from lr/10, then annealing to lr/10^4,
-# with beta2 0.99 (bench/tune_fast.py; README "Fast mode"). On a 10k Fashion-MNIST subset (4 epochs,
-# batch 64, peak 3e-3, 2 seeds) it also beat TrainConfig's one-cycle defaults for conv (0.0154 vs
-# 0.0158), vae (0.0229 vs 0.0238) and fcn (0.0174 vs 0.0177). Those defaults stay what
-# `--schedule onecycle` means: the shipped checkpoints and the README's figures were made with them.
-ONE_CYCLE = {"schedule": "onecycle", "warmup": 0.5, "div_factor": 10.0, "final_div_factor": 1000.0,
-             "betas": (0.9, 0.99)}
-
-
 @dataclass
 class History:
     """Per-epoch records. ``val_mse`` is plain reconstruction MSE, comparable across families."""
@@ -123,6 +114,10 @@ class History:
     val_mse: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # wall time since fit() began
     lr: list[float] = field(default_factory=list)       # the rate of the epoch's last step
+    # Validation MSE of predicting the training set's mean image for every input: the level a
+    # model that learned nothing image-specific plateaus at. One value per run, repeated per
+    # epoch like every field here (NaN without validation images; absent in older checkpoints).
+    mean_image_mse: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,12 +126,61 @@ class History:
     def from_dict(cls, d: dict) -> History:
         return cls(**{k: list(v) for k, v in d.items() if k in cls.__dataclass_fields__})
 
+    @property
+    def baseline(self) -> float | None:
+        """The run's mean-image MSE, or None where it was not measured."""
+        if not self.mean_image_mse or not math.isfinite(self.mean_image_mse[-1]):
+            return None
+        return self.mean_image_mse[-1]
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the run ended no clearly better than the mean image (see :func:`collapsed`)."""
+        if not self.val_mse or self.baseline is None:
+            return False
+        return collapsed(self.val_mse[-1], self.baseline)
+
     def time_to(self, val_mse: float) -> float | None:
         """Wall seconds until validation MSE first reached ``val_mse`` (None if never)."""
         for v, s in zip(self.val_mse, self.seconds):
             if v <= val_mse:
                 return s
         return None
+
+
+# A run "plateaued at the mean image" when its validation MSE is not below this fraction of the
+# mean-image MSE. A dead network (a constant output: blank, or the mean image) sits at 1x or above;
+# one that learned the images sits well below, so 0.8 flags the first with room for a weak run.
+COLLAPSE_RATIO = 0.8
+
+
+def collapsed(val_mse: float, mean_image_mse: float) -> bool:
+    """True when ``val_mse`` is not clearly below ``mean_image_mse`` (above COLLAPSE_RATIO of it)."""
+    return not val_mse < COLLAPSE_RATIO * mean_image_mse
+
+
+def collapse_message(val_mse: float, mean_image_mse: float) -> str:
+    """One plain sentence for a run that plateaued at the mean image."""
+    return (f"This run learned nothing image-specific: its validation MSE {val_mse:.5f} is no "
+            f"better than predicting the mean training image ({mean_image_mse:.5f}), so its "
+            f"reconstructions are blank or the average image; try another seed, a lower learning "
+            f"rate or the default settings.")
+
+
+@torch.no_grad()
+def mean_image_mse(train_images: torch.Tensor, val_images: torch.Tensor, output_range: str = "unit",
+                   chunk: int = 4096) -> float:
+    """Validation MSE of the constant prediction "the training set's mean image", in the model's
+    pixel range (so it compares with ``val_mse``). Sums in float64, in chunks of ``chunk``."""
+    total = torch.zeros(train_images.shape[1:], dtype=torch.float64, device=train_images.device)
+    for i in range(0, len(train_images), chunk):
+        total += to_float(train_images[i:i + chunk], output_range).sum(0, dtype=torch.float64)
+    mean = (total / max(len(train_images), 1)).to(val_images.device)
+    sq = 0.0
+    for i in range(0, len(val_images), chunk):
+        x = to_float(val_images[i:i + chunk], output_range).double()
+        sq += float(((x - mean) ** 2).sum())
+    return sq / max(val_images[:1].numel() * len(val_images), 1)
 
 
 @dataclass
@@ -379,6 +423,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
         mlp = mlp_step.MLPStep(model)
     opt_step = mlp_step.AdamStep(opt) if mlp is not None else opt.step
     history = History()
+    baseline = math.nan if val_images is None else mean_image_mse(train_images, val_images, out_range)
     result = FitResult(model, history, cfg)
     good_state = copy.deepcopy(model.state_dict())
 
@@ -438,6 +483,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
             if val_images is not None:
                 ev = _evaluate_dist(model, val_images, cfg, dist, device)
                 logs["val_loss"], logs["val_mse"] = ev["loss"], ev["mse"]
+                logs["mean_image_mse"] = baseline
             logs["seconds"] = time.perf_counter() - t0
             if not all(math.isfinite(v) for v in (logs["train_loss"], logs.get("val_loss", 0.0))):
                 raise diverged(f"Training diverged in epoch {epoch} (validation loss "
@@ -449,6 +495,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
             history.val_mse.append(logs.get("val_mse", math.nan))
             history.seconds.append(logs["seconds"])
             history.lr.append(logs["lr"])
+            history.mean_image_mse.append(baseline)
             good_state = copy.deepcopy(model.state_dict())
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)

@@ -63,7 +63,7 @@ from torch import nn
 from .checkpoints import make_metadata
 from .errors import AelibError, ConfigError
 from .models import ModelConfig, build, count_parameters
-from .train import Callback, FitResult, History, TrainConfig, fit
+from .train import Callback, FitResult, History, TrainConfig, collapse_message, fit
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ class Run:
             h.val_mse.append(logs.get("val_mse", math.nan))
             h.seconds.append(logs["seconds"])
             h.lr.append(logs["lr"])
+            h.mean_image_mse.append(logs.get("mean_image_mse", math.nan))
         return h
 
     @property
@@ -513,6 +514,8 @@ class TrainingManager:
                 status, message = STOPPED, run.stop_reason or "stopped"
             else:
                 status, message = DONE, "" if result.reason == "completed" else result.reason
+                if result.history.collapsed:
+                    message = collapse_message(result.history.val_mse[-1], result.history.baseline)
         if model is not None:
             hist = run.history()
             metrics = {"val_mse": run.final_val_mse, "parameters": count_parameters(model),

@@ -1,4 +1,4 @@
-"""Grid search behind ``aelib.bench.fast_config``: final validation MSE of the recipe model per setting.
+"""Grid search behind ``aelib.recipes.fast_config``: final validation MSE of the recipe model per setting.
 
     python bench/tune_fast.py --seeds 10,11,12,13,14 --batch 80,96,112 --epochs 3 \\
         --lr 0.008,0.01,0.012 --warmup 0.3,0.4,0.5 [--workers 2]

@@ -117,3 +117,20 @@ def test_bench_anomaly_writes_one_result_file_per_dataset(tmp_path, capsys, monk
     assert main(["bench", "anomaly", "--dataset", "fashion-mnist", "--out-dir", str(tmp_path)]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["anomaly-fashion-mnist.json"]
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["dataset"] == "fashion-mnist"
+
+
+def test_train_starts_from_the_models_defaults_and_warns_when_it_learned_nothing(tmp_path, capsys):
+    npy = tmp_path / "blobs.npy"
+    np.save(npy, _blobs(120, 0))
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--dataset", str(npy), "--model", "conv", "--epochs", "1", "--lr", "1e-9",
+                 "--latent", "4", "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: This run learned nothing image-specific" in captured.err
+    tc = checkpoints.load(out).meta["train"]
+    assert (tc["epochs"], tc["lr"], tc["batch_size"], tc["schedule"], tc["warmup"]) == \
+        (1, 1e-9, 128, "onecycle", 0.5)  # the rest from aelib.recipes.default_train_config("conv")
+    assert main(["train", "--dataset", str(npy), "--model", "mnist_keras", "--output-range", "unit",
+                 "--epochs", "1", "--schedule", "onecycle", "--out", str(out), "--quiet"]) == 0
+    tc = checkpoints.load(out).meta["train"]
+    assert (tc["batch_size"], tc["lr"], tc["schedule"], tc["warmup"]) == (300, 1.5e-3, "onecycle", 0.25)

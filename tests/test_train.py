@@ -9,7 +9,18 @@ import torch
 
 from aelib.errors import ConfigError, TrainingDiverged
 from aelib.models import build
-from aelib.train import Callback, TrainConfig, corrupt, evaluate, fit
+from aelib.train import (
+    COLLAPSE_RATIO,
+    Callback,
+    History,
+    TrainConfig,
+    collapse_message,
+    collapsed,
+    corrupt,
+    evaluate,
+    fit,
+    mean_image_mse,
+)
 
 
 @pytest.mark.parametrize("family", ["fcn", "conv", "vae"])
@@ -124,3 +135,52 @@ def test_bad_inputs_are_rejected_with_clear_errors(mnist_small):
         fit(model, train.images, config=TrainConfig(epochs=0))
     with pytest.raises(ConfigError, match="BCE"):
         fit(build("face_conv"), torch.zeros(4, 3, 64, 64, dtype=torch.uint8), config=TrainConfig(loss="bce"))
+
+
+@pytest.mark.parametrize("output_range", ["unit", "symmetric"])
+def test_mean_image_mse_is_the_mse_of_the_training_mean(output_range):
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (50, 2, 5, 3), dtype=torch.uint8, generator=g)
+    val = torch.randint(0, 256, (20, 2, 5, 3), dtype=torch.uint8, generator=g)
+    lo, hi = (0.0, 1.0) if output_range == "unit" else (-1.0, 1.0)
+    to = lambda x: x.double() / 255 * (hi - lo) + lo  # noqa: E731
+    expected = float(((to(val) - to(train).mean(0)) ** 2).mean())
+    # pixels are float32 as the model sees them, sums float64: agreement to float32 rounding
+    assert mean_image_mse(train, val, output_range, chunk=7) == pytest.approx(expected, rel=1e-6)
+
+
+def test_collapse_is_not_clearly_below_the_mean_image():
+    assert collapsed(0.0685, 0.0683) and collapsed(0.114, 0.0683)  # the mean image; a blank output
+    assert collapsed(COLLAPSE_RATIO * 0.05, 0.05)
+    assert not collapsed(0.7 * 0.05, 0.05) and not collapsed(0.0096, 0.0683)
+    assert not History().collapsed  # nothing to judge
+    assert not History(val_mse=[0.2], mean_image_mse=[float("nan")]).collapsed  # no validation set
+    h = History(val_mse=[0.09, 0.0114], mean_image_mse=[0.0683, 0.0683])
+    assert not h.collapsed
+    h.val_mse.append(0.11419)
+    h.mean_image_mse.append(0.0683)
+    assert h.collapsed
+    again = History.from_dict(h.to_dict())
+    assert again.baseline == 0.0683 and again.collapsed
+    assert History.from_dict({"epoch": [1], "val_mse": [0.2]}).baseline is None  # an older checkpoint
+    text = collapse_message(0.11419, 0.0683)
+    assert "0.11419" in text and "0.06830" in text and text.count(".") >= 1 and "\n" not in text
+
+
+def test_fit_records_the_mean_image_and_flags_a_dead_run(mnist_small):
+    train, test = mnist_small
+    model = build("conv", (1, 28, 28), seed=0)
+    logs = []
+
+    class Keep(Callback):
+        def on_epoch_end(self, epoch, entry):
+            logs.append(entry)
+
+    # a learning rate too small to move anything: the output stays sigmoid(~0), above the mean
+    h = fit(model, train.images[:256], test.images, TrainConfig(epochs=1, lr=1e-9),
+            callbacks=[Keep()]).history
+    assert h.baseline == pytest.approx(mean_image_mse(train.images[:256], test.images))
+    assert logs[0]["mean_image_mse"] == h.baseline and len(h.mean_image_mse) == len(h.epoch)
+    assert h.collapsed and h.val_mse[-1] > h.baseline
+    h = fit(build("conv", (1, 28, 28)), train.images[:64], config=TrainConfig(epochs=1)).history
+    assert h.baseline is None and not h.collapsed  # no validation set, no judgement

@@ -202,3 +202,14 @@ def test_a_session_holding_too_many_models_is_refused_not_evicted(images):
         assert m.wait(m.submit("me", _cfg(9), images[:64], None, tc, data_key="a"), 30)
     finally:
         assert m.shutdown(timeout=20)
+
+
+def test_a_run_that_learned_nothing_says_so(manager, images):
+    # random pixels have no structure below their mean image: the run ends at or above it
+    run = manager.submit("s1", _cfg(), images, images[:64], TrainConfig(epochs=1, batch_size=64, lr=1e-9),
+                         data_key="rand256-dead")
+    assert manager.wait(run, 30)
+    assert run.status == DONE and run.model is not None
+    assert "learned nothing image-specific" in run.message and "mean training image" in run.message
+    assert run.history().baseline is not None and run.history().collapsed
+    assert run.meta["history"]["mean_image_mse"] == [run.history().baseline]
