@@ -158,8 +158,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     from dataclasses import replace
 
     from .models import build, count_parameters, get_config
-    from .recipes import default_train_config
-    from .train import PrintCallback, TrainConfig, collapse_message, fit, resolve_device
+    from .recipes import default_train_config, with_schedule
+    from .train import PrintCallback, collapse_message, fit, resolve_device
 
     log = print if rank == 0 else (lambda *a, **k: None)
     resolve_device(device)  # an unknown or absent device is refused before anything is loaded
@@ -172,12 +172,10 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     # The model's starting values (aelib.recipes), overridden by what the user gave. Choosing
     # --schedule resets the schedule's shape to that schedule's own TrainConfig defaults.
     tcfg = default_train_config(args.model)
+    if args.schedule is not None:
+        tcfg = with_schedule(tcfg, args.schedule)
     given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                ("lr", args.lr)) if v is not None}
-    if args.schedule is not None and args.schedule != tcfg.schedule:
-        plain = TrainConfig()
-        given.update({k: getattr(plain, k) for k in ("warmup", "div_factor", "final_div_factor", "betas")})
-        given["schedule"] = args.schedule
     tcfg = replace(tcfg, **given, beta=args.beta, seed=args.seed, loss=args.loss, noise=args.noise,
                    noise_level=args.noise_level, threads=args.threads, device=device, amp=args.amp)
     tcfg.validate()

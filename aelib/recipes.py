@@ -74,6 +74,17 @@ def default_train_config(arch: str) -> TrainConfig:
                       f"or a preset {tuple(PRESETS)}.")
 
 
+SCHEDULE_SHAPE = ("warmup", "div_factor", "final_div_factor", "betas")
+
+
+def with_schedule(cfg: TrainConfig, schedule: str) -> TrainConfig:
+    """``cfg`` with another schedule; choosing one resets its shape to TrainConfig's own defaults."""
+    if schedule == cfg.schedule:
+        return cfg
+    plain = TrainConfig()
+    return replace(cfg, schedule=schedule, **{k: getattr(plain, k) for k in SCHEDULE_SHAPE})
+
+
 # The quick one-class model: a fixed budget of images seen (6,000 images x 8 epochs, the budget it
 # always had), so a class with fewer images gets more epochs instead of too few steps to learn.
 QUICK_IMAGES = 6000

@@ -413,8 +413,11 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
     steps = math.ceil(n / bs)
     opt = _adam(model, cfg)
     sched = None
-    if cfg.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps,
+    total = cfg.epochs * steps
+    # One-cycle needs at least one step in each phase; with fewer steps than that (a tiny run)
+    # there is nothing to warm up or anneal, so the rate stays at its peak.
+    if cfg.schedule == "onecycle" and min(cfg.warmup, 1 - cfg.warmup) * total >= 2:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total,
                                                     pct_start=cfg.warmup, cycle_momentum=False,
                                                     div_factor=cfg.div_factor,
                                                     final_div_factor=cfg.final_div_factor)

@@ -183,8 +183,11 @@ def test_fast_mode_and_one_cycle_schedule_reach_the_run(env):
     run = list(at.session_state["aelib.runs"].values())[-1]
     _wait(run)
     tc = run.train_config
-    assert (tc.schedule, tc.lr, tc.warmup, tc.betas) == ("onecycle", 1e-3, 0.25, (0.9, 0.999))  # = CLI
-    assert max(run.history().lr) <= 1e-3 and run.history().lr[-1] < 1e-6
+    from aelib.recipes import default_train_config, with_schedule
+
+    cli = with_schedule(default_train_config("fcn"), "onecycle")  # what `train --schedule onecycle` runs
+    assert (tc.schedule, tc.lr, tc.warmup, tc.betas) == (cli.schedule, cli.lr, cli.warmup, cli.betas)
+    assert max(run.history().lr) <= tc.lr and run.history().lr[-1] < 1e-6
 
 
 def test_stop_from_another_page_keeps_the_model(env):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aelib.errors import ConfigError, TrainingDiverged
-from aelib.models import build
+from aelib.models import build, get_config
 from aelib.train import (
     COLLAPSE_RATIO,
     Callback,
@@ -184,3 +184,11 @@ def test_fit_records_the_mean_image_and_flags_a_dead_run(mnist_small):
     assert h.collapsed and h.val_mse[-1] > h.baseline
     h = fit(build("conv", (1, 28, 28)), train.images[:64], config=TrainConfig(epochs=1)).history
     assert h.baseline is None and not h.collapsed  # no validation set, no judgement
+
+
+def test_one_cycle_on_a_run_too_short_to_warm_up_keeps_the_peak_rate(mnist_small):
+    """Two steps in all leave no step for a warm-up phase: the run trains at lr instead of failing."""
+    train, _ = mnist_small
+    res = fit(build(get_config("fcn", (1, 28, 28), latent=4), seed=0), train.images[:200],
+              config=TrainConfig(epochs=1, batch_size=128, lr=3e-3, schedule="onecycle", warmup=0.5))
+    assert res.history.lr == [3e-3] and res.reason == "completed"

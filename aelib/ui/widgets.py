@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
 
-from ..bench import RECIPE, fast_config, with_fast_mode
 from ..models import PRESETS, ModelConfig, default_beta, get_config
+from ..recipes import default_train_config, fast_config, with_fast_mode, with_schedule
 from ..train import TrainConfig
 from .choices import ModelChoice
 from .sources import ImageSet
@@ -30,9 +30,7 @@ class TrainingPlan:
 
 
 def _starting(arch: str, fast: bool) -> TrainConfig:
-    if fast:
-        return fast_config(target=None)
-    return RECIPE if arch == "mnist_keras" else TrainConfig()
+    return fast_config(target=None) if fast else default_train_config(arch)
 
 
 def training_form(data: ImageSet) -> TrainingPlan:
@@ -143,7 +141,8 @@ def training_form(data: ImageSet) -> TrainingPlan:
         key=f"aelib.t_name_{default_name}",
         help="A number is added if the session already has a model of this name.",
     )
-    tc = TrainConfig(
+    tc = replace(
+        with_schedule(start, schedule),
         epochs=epochs,
         batch_size=batch,
         lr=lr,
@@ -151,7 +150,7 @@ def training_form(data: ImageSet) -> TrainingPlan:
         beta=None if beta is None else float(beta),
         noise=None if noise == "off" else noise,
         noise_level=level if noise != "off" else 0.0,
-        schedule=schedule,
+        target_val_mse=None,
     )
     if fast:  # the whole fast-mode schedule: its one-cycle shape too
         tc = with_fast_mode(tc)
