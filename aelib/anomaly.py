@@ -169,11 +169,20 @@ class _ProgressCallback(Callback):
                        "seconds": seconds, "eta_s": eta})
 
 
-def _subset(images: torch.Tensor, max_images: int, seed: int) -> torch.Tensor:
-    if len(images) <= max_images:
-        return images
+def subset_indices(n: int, max_images: int, seed: int = 0) -> torch.Tensor | None:
+    """The sorted indices of the seeded random subset :func:`train_detector` trains on (None: all).
+
+    A caller holding a memory-mapped file can read just these rows instead of the whole array.
+    """
+    if n <= max_images:
+        return None
     g = torch.Generator().manual_seed(seed)
-    return images[torch.randperm(len(images), generator=g)[:max_images].sort().values]
+    return torch.randperm(n, generator=g)[:max_images].sort().values
+
+
+def _subset(images: torch.Tensor, max_images: int, seed: int) -> torch.Tensor:
+    idx = subset_indices(len(images), max_images, seed)
+    return images if idx is None else images[idx]
 
 
 def train_detector(images: ImagesLike, recipe: Recipe | None = None, seed: int = 0,
@@ -185,7 +194,8 @@ def train_detector(images: ImagesLike, recipe: Recipe | None = None, seed: int =
     ``images``: normal uint8 images (N, C, H, W), channels-last and NumPy accepted; beyond the
     recipe's ``max_images`` a seeded random subset is used. ``progress(dict)`` is called during
     training (keys ``stage``, ``member``, ``members``, ``epoch``, ``fraction`` in [0, 1],
-    ``seconds``, ``eta_s``: seconds left, None until 2% is done) and once with stage ``"fit"``.
+    ``seconds``, ``eta_s``: seconds left, None until 2% is done) and once with stage ``"fit"``
+    when the trained models start scoring the normal images (about one forward pass per member).
     ``stop``: a ``threading.Event`` or callable; when it fires, training ends and None is returned.
     The detector also carries ``recipe_`` (the recipe as trained) and ``seconds_``.
     """
@@ -221,7 +231,7 @@ def train_detector(images: ImagesLike, recipe: Recipe | None = None, seed: int =
         detectors.append(AnomalyDetector(model, score=m.score, contamination=contamination, beta=beta))
     if progress:
         progress({"stage": "fit", "member": len(models) - 1, "members": len(models), "fraction": 1.0,
-                  "seconds": time.perf_counter() - t0, "eta_s": 0.0})
+                  "seconds": time.perf_counter() - t0, "eta_s": None})
     det = EnsembleDetector(detectors, contamination=contamination).fit(data)
     det.recipe_ = recipe
     det.seconds_ = time.perf_counter() - t0
