@@ -263,8 +263,9 @@ def prior_samples(model: nn.Module, n: int, temperature: float = 1.0, seed: int 
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise ConfigError(f"temperature must be a finite number >= 0, got {temperature}.")
     g = torch.Generator().manual_seed(int(seed))
-    z = torch.randn((n, latent_dim(model)), generator=g) * float(temperature)
-    return to_display(decode_latents(model, z), model.config.output_range)
+    with evaluating(model):
+        images = model.sample(n, float(temperature), generator=g).float().cpu()
+    return to_display(images, model.config.output_range)
 
 
 def traverse_codes(model: nn.Module, image_uint8: ImagesLike, dim: int,

@@ -311,10 +311,14 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode ``n`` draws from the prior N(0, temperature^2 I)."""
+        """Decode ``n`` draws from the prior N(0, temperature^2 I).
+
+        Codes are drawn on the CPU (``generator`` is a CPU generator), so a seed gives the same
+        images on any device.
+        """
         device = next(self.parameters()).device
-        z = torch.randn((n, *self.latent_shape), generator=generator, device=device) * temperature
-        return self.decode(z)
+        z = torch.randn((n, *self.latent_shape), generator=generator) * temperature
+        return self.decode(z.to(device))
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
