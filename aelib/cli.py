@@ -307,10 +307,22 @@ def cmd_detect(args: argparse.Namespace) -> int:
     """Train the recommended detector on normal images, score a test set, write ``id,score``."""
     from . import anomaly, data, export, scoring
 
-    normal = data.load_images(args.train)
-    recipe = anomaly.recommended_recipe(normal.shape[1:], len(normal), threads=args.threads)
-    print(f"recipe {recipe.name}: {recipe.description}; {min(len(normal), recipe.max_images):,} of "
-          f"{len(normal):,} normal images", flush=True)
+    normal = data.load_images(args.train) if not str(args.train).endswith(".npy") else None
+    if normal is None:  # a .npy: map it and read only the rows the recipe trains on
+        import numpy as np
+
+        mapped = np.load(args.train, mmap_mode="r", allow_pickle=False)
+        shape = data.load_images(mapped[:1]).shape[1:]
+        n_all = len(mapped)
+        recipe = anomaly.recommended_recipe(shape, n_all, threads=args.threads)
+        idx = anomaly.subset_indices(n_all, recipe.max_images, args.seed)
+        normal = data.load_images(mapped if idx is None else mapped[idx.numpy()])
+        del mapped
+    else:
+        n_all = len(normal)
+        recipe = anomaly.recommended_recipe(normal.shape[1:], n_all, threads=args.threads)
+    print(f"recipe {recipe.name}: {recipe.description}; {min(n_all, recipe.max_images):,} of "
+          f"{n_all:,} normal images", flush=True)
     last = [-1.0]
 
     def progress(p: dict) -> None:
@@ -318,6 +330,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
             return
         last[0] = p["seconds"]
         eta = f", about {p['eta_s']:.0f}s left" if p.get("eta_s") is not None else ""
+        if p["stage"] == "fit":
+            eta = ", scoring the normal images"
         print(f"{p['stage']} model {p['member'] + 1}/{p['members']}: {100 * p['fraction']:.0f}%, "
               f"{p['seconds']:.0f}s{eta}", file=sys.stderr, flush=True)
 

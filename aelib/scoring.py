@@ -99,7 +99,7 @@ def as_image_tensor(images: ImagesLike, in_shape: Sequence[int]) -> torch.Tensor
     return images
 
 
-def reconstruct_batches(model: nn.Module, images_uint8: ImagesLike, batch_size: int = 512
+def reconstruct_batches(model: nn.Module, images_uint8: ImagesLike, batch_size: int | None = None
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Iterate ``(x, recon)`` float batches in the model's range (``model.config.output_range``).
 
@@ -123,7 +123,7 @@ def _gaussian_kernel(sigma: float, channels: int) -> torch.Tensor:
     return (g[:, None] * g[None, :]).expand(channels, 1, 2 * r + 1, 2 * r + 1).contiguous()
 
 
-def latent_codes(model: nn.Module, images_uint8: ImagesLike, batch_size: int = 512,
+def latent_codes(model: nn.Module, images_uint8: ImagesLike, batch_size: int | None = None,
                  progress: Progress | None = None) -> torch.Tensor:
     """Deterministic latent codes (the VAE's mean, the autoencoders' bottleneck), float64 (N, D)."""
     data = as_image_tensor(images_uint8, model.config.in_shape)
@@ -164,7 +164,7 @@ def _check_scores(model: nn.Module, names: tuple[str, ...], allowed: Sequence[st
 
 
 def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[str] = ("l2",),
-                 batch_size: int = 512, beta: float | None = None,
+                 batch_size: int | None = None, beta: float | None = None,
                  latent: LatentGaussian | ImagesLike | None = None,
                  progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Per-image anomaly scores, one float64 array of length N per name in ``metrics``.
@@ -235,7 +235,7 @@ def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[s
 
 
 def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[str] = ("mse",),
-                          batch_size: int = 512, beta: float | None = None) -> dict[str, np.ndarray]:
+                          batch_size: int | None = None, beta: float | None = None) -> dict[str, np.ndarray]:
     """Per-image errors, one float64 array of length N per requested metric.
 
     * ``"mse"``: mean over pixels of the squared error.
@@ -562,7 +562,7 @@ class AnomalyDetector(_ThresholdedDetector):
     """
 
     def __init__(self, model: nn.Module, score: str = "l2", contamination: float = 0.1,
-                 batch_size: int = 512, beta: float | None = None):
+                 batch_size: int | None = None, beta: float | None = None):
         self.model = model
         self.score = score
         self.contamination = contamination
