@@ -103,7 +103,7 @@ ANCHOR_NOTE = ("No stored copy of the papers' tables could be read. The Deep SVD
                "(a secondary source, not the paper); the DCAE, GEOM and CAE figures "
                "are unverified (from memory of the tables; the DCAE per-class figures recalled here average "
                "0.897, lower than the ~0.92 sometimes quoted). The papers use the full MNIST (60k/10k); ours "
-               "uses the 8,000/2,000 MNIST subset of ../shared/data, Fashion-MNIST is complete.")
+               "uses an 8,000/2,000 MNIST subset (offline), Fashion-MNIST is complete.")
 
 TARGETS = {"mnist": 0.95, "fashion-mnist": 0.93}
 BASELINE = {"mnist": 0.94, "fashion-mnist": 0.90,
@@ -312,7 +312,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the benchmark's options; any the parser already has (a shared --seeds) are left alone."""
     options = [
         ("--dataset", dict(default="mnist", choices=DATASETS, help="dataset (default: mnist)")),
-        ("--data-root", dict(default="../shared/data", help="folder holding MNIST/ and FashionMNIST/")),
+        ("--data-root", dict(default=None, help="folder holding MNIST/ and FashionMNIST/ "
+                                                 "(default: $AELIB_DATA_ROOT)")),
         ("--families", dict(default=",".join(FAMILIES), help="comma-separated families (default: all)")),
         ("--epochs", dict(type=int, default=None, help="epochs for every family (default: the protocol's)")),
         ("--seeds", dict(default="0", help="comma-separated seeds; several add seed ensembles (default 0)")),

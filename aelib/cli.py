@@ -361,6 +361,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
+    from .data import default_data_root
+
+    args.data_root = str(args.data_root or default_data_root())
 
     if args.which == "seed-recipe":
         seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -476,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_anomaly.add_arguments(b)
     for b in which.choices.values():
         if "--data-root" not in b._option_string_actions:
-            b.add_argument("--data-root", default="../shared/data")
+            b.add_argument("--data-root", default=None,
+                           help="torchvision dataset root (default: $AELIB_DATA_ROOT or ~/.cache/aelib/data)")
         if "--quick" not in b._option_string_actions:
             b.add_argument("--quick", action="store_true", help="tiny runs, for smoke tests")
         if "--threads" not in b._option_string_actions:

@@ -1,13 +1,12 @@
 """A training step for fully connected autoencoders without autograd's per-op bookkeeping.
 
-For a small MLP on the CPU (the Keras recipe's 784-144-72-48 model takes ~1 ms a step at batch 80),
-autograd's graph building and the allocation of every intermediate cost about a third of a step.
+For a small MLP on the CPU, autograd's graph building and the allocation of every intermediate are
+a large part of each step.
 :class:`MLPStep` runs the same forward pass into preallocated buffers, then the backward pass of
 MSE through the Linear/activation stack with the same ATen kernels autograd calls
 (``threshold_backward``, ``tanh_backward``, ``sigmoid_backward``, ``mm``), writing the gradients
 straight into each parameter's ``.grad``. The gradients are bitwise equal to autograd's
-(tests/test_mlp_step.py checks it). With :class:`AdamStep`, one epoch of Fashion-MNIST at batch 80
-takes 0.95 s instead of 1.37 s on this 2-core CPU (``python bench/step_overhead.py``).
+(tests/test_mlp_step.py checks it); ``python bench/step_overhead.py`` measures the gain (README).
 
 ``fit`` uses it when :func:`supports` says the model and the run allow it (CPU, MSE loss, a
 single process, no autocast, only ReLU/Tanh/Sigmoid/Identity activations); every other case takes
@@ -120,9 +119,9 @@ class MLPStep:
 class AdamStep:
     """``opt.step()`` for a fused torch Adam whose gradients stay in the same tensors every step.
 
-    ``torch.optim.Adam.step`` spends ~0.2 ms of Python per call (hooks, grouping tensors by
-    device, scalar conversions) around a ~0.16 ms fused kernel for the recipe model: a sixth of a
-    batch-48 step. The first call goes through ``opt.step()`` (which creates the state); later
+    ``torch.optim.Adam.step`` spends about as long in Python per call (hooks, grouping tensors by
+    device, scalar conversions) as in the fused kernel it launches, for a model this small. The
+    first call goes through ``opt.step()`` (which creates the state); later
     calls launch the same kernel, ``torch._fused_adam_``, with lists gathered once and the
     group's current lr (so lr schedulers keep working). Results are bitwise equal to
     ``opt.step()`` (tests/test_mlp_step.py). Only for gradients written in place, as by

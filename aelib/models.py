@@ -6,7 +6,7 @@
 
 A model is fully described by :class:`ModelConfig`; the config travels inside every checkpoint,
 so ``build(config)`` rebuilds the exact module. Presets reproduce the reference layouts exactly
-(``../shared/REFERENCE.md``); the defaults are our own, tuned choices.
+(the seed's course assignment); the defaults are our own, tuned choices.
 """
 
 from __future__ import annotations
@@ -594,17 +594,17 @@ FACE_SHAPE = (3, 64, 64)
 MNIST_SHAPE = (1, 28, 28)
 
 PRESETS: dict[str, ModelConfig] = {
-    # REFERENCE.md s.1: 12288-1024-256-64, ReLU everywhere in the encoder, Tanh output.
+    # The seed's fcn_autoencoder: 12288-1024-256-64, ReLU everywhere in the encoder, Tanh output.
     "face_fcn": ModelConfig("fcn", FACE_SHAPE, latent=64, output_range="symmetric",
                             hidden=(1024, 256), encoder_act="relu", decoder_act="relu",
                             preset="face_fcn"),
-    # REFERENCE.md s.1: 3->12->24->48 stride-2 convs, latent is the 48x8x8 feature map.
+    # The seed's conv_autoencoder: 3->12->24->48 stride-2 convs, latent is the 48x8x8 feature map.
     "face_conv": ModelConfig("conv", FACE_SHAPE, latent=None, output_range="symmetric",
                              hidden=(12, 24, 48), preset="face_conv"),
-    # REFERENCE.md s.1: the assignment's VAE, ReLU on both heads.
+    # The seed's VAE, ReLU on both heads (a known weakness, kept for fidelity).
     "face_vae": ModelConfig("vae", FACE_SHAPE, latent=None, output_range="symmetric",
                             hidden=(12, 24, 48), head_act="relu", preset="face_vae"),
-    # REFERENCE.md s.2: the Keras recipe, 784-144-72-48(tanh), tanh decoder, sigmoid output.
+    # The seed's Keras recipe, 784-144-72-48(tanh), tanh decoder, sigmoid output.
     "mnist_keras": ModelConfig("fcn", MNIST_SHAPE, latent=48, output_range="unit",
                                hidden=(144, 72), encoder_act="relu", latent_act="tanh",
                                decoder_act="tanh", init="glorot", preset="mnist_keras"),

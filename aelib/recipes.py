@@ -22,7 +22,7 @@ from .train import TrainConfig
 ONE_CYCLE = {"schedule": "onecycle", "warmup": 0.5, "div_factor": 10.0, "final_div_factor": 1000.0,
              "betas": (0.9, 0.99)}
 
-# The Keras recipe of REFERENCE.md s.2, and the fast mode that aims at the same validation MSE.
+# The seed's Keras recipe, and the fast mode that aims at the same validation MSE.
 # Keras defaults otherwise, Adam's epsilon included (1e-7; torch's is 1e-8).
 RECIPE = TrainConfig(epochs=12, batch_size=300, lr=1.5e-3, eps=1e-7)
 RECIPE_TARGET_MSE = 0.0137

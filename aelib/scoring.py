@@ -1,6 +1,6 @@
 """Reconstruction errors, anomaly scores and their evaluation.
 
-The anomaly score of the reference (``../shared/REFERENCE.md`` s.1) is ``"l2"``: the L2 norm of an
+The seed's reference anomaly score is ``"l2"``: the L2 norm of an
 image's reconstruction error, sqrt(sum of squared pixel errors). It ranks images exactly like the
 per-pixel mean squared error (``"mse"``). Higher = more anomalous. :data:`SCORES` lists every
 score aelib has; the one-class benchmark's best (``blur``, ``blur_ink``, ``latent``) are here, so
@@ -410,7 +410,7 @@ def threshold_metrics(labels, scores, threshold: float) -> dict:
 
     Counts from ``sklearn.metrics.confusion_matrix``, rates from
     ``precision_recall_fscore_support`` (anomaly = positive class, ``zero_division=0``).
-    About 3-4 ms for 20,000 scores, fast enough for a slider.
+    Fast enough for a slider: it recomputes no score.
     """
     y, s = _binary_labels(labels, scores)
     pred = (s >= threshold).astype(np.int8)

@@ -9,21 +9,19 @@ Rules the manager enforces
 * A session has at most one *running* run; further runs of the same session (a latent-size
   sweep) wait in the queue, at most ``max_queued_per_session`` of them.
 * At most ``max_runs`` runs train at once in the whole process (``AELIB_MAX_RUNS``, default 1:
-  this machine has 2 cores, one for training and one for the UI). Beyond that runs are
-  ``"queued"`` and start in submission order (FIFO) as slots free up.
+  one core trains, the rest serve the pages). Beyond that runs are ``"queued"`` and start in
+  submission order (FIFO) as slots free up.
 * A finished run is reused, not retrained: submitting the same model config + training config
   + data key again returns the finished run (from any session), or the same session's active one.
 * Stop (:meth:`TrainingManager.stop`) is checked every batch; the model keeps the weights it had
   (``"stopped"``), and is usable like a finished one.
 
 Torch threads. ``torch.set_num_threads`` is called once, with 1, at the start of each worker
-thread, and ``fit`` gets ``threads=None`` so it does not flip the setting per run. With this
-build's OpenMP backend the setting is per OS thread (measured: a worker's ``set_num_threads(1)``
-leaves the UI thread at 2), so the UI keeps its own setting; ``aelib.cache`` drops the UI's
-inference to 1 thread while a run is training, because 1 training thread + 2 UI threads on 2
-cores oversubscribes them (OpenMP barriers spin; UI inference measured 2.5x slower than with 1
-thread). On a build where the setting is process-global, calling it once per worker thread
-(never restoring it) is still the safe choice: no run flips it back under another run's feet.
+thread, and ``fit`` gets ``threads=None`` so it does not flip the setting per run. With an OpenMP
+backend the setting is per OS thread, so the UI keeps its own; the dashboard drops its inference
+to 1 thread while a run trains, because more OpenMP threads than cores spin against each other.
+On a build where the setting is process-global, calling it once per worker thread (never
+restoring it) is still the safe choice: no run flips it back under another run's feet.
 
 Session end. A run belongs to a session id; the manager must notice when that session is gone
 and stop its runs within seconds. Two mechanisms, chosen per session by what the caller gives:
@@ -68,7 +66,6 @@ from .train import Callback, FitResult, History, TrainConfig, collapse_message, 
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED = "queued", "running", "done", "stopped", "failed"
-STATUSES = (QUEUED, RUNNING, DONE, STOPPED, FAILED)
 ACTIVE = (QUEUED, RUNNING)
 FINISHED = (DONE, STOPPED, FAILED)
 
@@ -120,7 +117,6 @@ class Run:
     epoch: int = 0            # current epoch (1-based) while running
     step: int = 0             # batches done in the current epoch
     steps: int = 0            # batches per epoch
-    last_loss: float = math.nan
     model: nn.Module | None = None
     meta: dict | None = None
     submitted: float = field(default_factory=time.time)
@@ -194,7 +190,7 @@ class _Progress(Callback):
         self.run.steps = steps_per_epoch
 
     def on_batch_end(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
-        self.run.epoch, self.run.step, self.run.last_loss = epoch, step, loss
+        self.run.epoch, self.run.step = epoch, step
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         self.run.epochs.append(dict(logs))
@@ -310,7 +306,7 @@ class TrainingManager:
                   name=name or f"{cfg.preset or cfg.family}-{cfg.latent}",
                   dataset=dict(dataset or {}), tags=dict(tags or {}), status=DONE, message=done.message,
                   epochs=list(done.epochs), epoch=done.epoch, step=done.step, steps=done.steps,
-                  last_loss=done.last_loss, model=done.model, started=done.started, finished=done.finished)
+                  model=done.model, started=done.started, finished=done.finished)
         if done.meta is not None:
             extra = {k: v for k, v in (done.meta.get("extra") or {}).items() if k in ("status",)}
             run.meta = {**done.meta, "name": run.name, "dataset": dict(run.dataset),

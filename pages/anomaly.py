@@ -20,6 +20,7 @@ modes = (["one-class"] if data.labelled and len(data.classes) > 1 else []) + ["u
 mode = st.radio(
     "Normal vs anomalous",
     modes,
+    index=modes.index(kept("aelib.a_mode", modes[0], options=modes)),
     horizontal=True,
     key="aelib.a_mode",
     format_func={

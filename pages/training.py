@@ -13,9 +13,6 @@ SWEEP_SIZES = [4, 8, 16, 32, 48, 64, 128, 256]
 
 fr = router.page(__file__)
 data = router.need_data(fr)
-if st.session_state.get("aelib.t_data") != data.key:  # values chosen for another dataset do not carry over
-    state.forget("aelib.t_subset")
-    st.session_state["aelib.t_data"] = data.key
 st.caption(
     f"On **{data.title}** ({data.origin}); validation on the first {min(len(data.test), runs.VAL_IMAGES):,} "
     "test images. Runs train in the background: switch pages, move sliders, come back. One run per "

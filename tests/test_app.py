@@ -58,7 +58,8 @@ def test_page_renders_with_its_key_widgets(env, page):
     keys = {w.key for kind in kinds for w in getattr(at, kind)}
     expected = {
         "home": set(),
-        "training": {"aelib.t_model", "aelib.t_subset", "aelib.t_start", "aelib.t_sweep", "aelib.t_noise"},
+        "training": {"aelib.t_model", "aelib.t_subset_mnist", "aelib.t_start", "aelib.t_sweep",
+                     "aelib.t_noise"},
         "reconstruction": {"aelib.r_mode", "aelib.r_n", "aelib.gray_r", "aelib.r_err",
                            "aelib.r_worst_class"},
         "latent": {"aelib.l_model", "aelib.l_steps", "aelib.l_method", "aelib.l_scrub", "aelib.l_temp",
@@ -138,7 +139,7 @@ def test_anomaly_threshold_and_metric_choices(env):
 
 def test_training_through_the_ui_feeds_the_other_pages(env):
     at = goto(new_app(), "training")
-    at.number_input(key="aelib.t_subset").set_value(300)
+    at.number_input(key="aelib.t_subset_mnist").set_value(300)
     at.number_input(key="aelib.t_epochs_fcn").set_value(2)
     at.button(key="aelib.t_start").click().run()
     assert not at.exception
@@ -165,7 +166,7 @@ def test_fast_mode_and_one_cycle_schedule_reach_the_run(env):
     shown = {k: at.number_input(key=f"aelib.t_{k}_mnist_keras_fast") for k in ("epochs", "batch", "lr")}
     assert [w.value for w in shown.values()] == [3, 80, 0.01] and all(w.disabled for w in shown.values())
     assert at.selectbox(key="aelib.t_schedule_mnist_keras_fast").value == "onecycle"
-    at.number_input(key="aelib.t_subset").set_value(400)
+    at.number_input(key="aelib.t_subset_mnist").set_value(400)
     at.button(key="aelib.t_start").click().run()
     assert not at.exception
     run = list(at.session_state["aelib.runs"].values())[-1]
@@ -268,7 +269,7 @@ def test_local_paths_only_when_allowed_and_inside_the_root(env, tmp_path):
 
 def test_latent_size_sweep_plots_error_against_size(env):
     at = goto(new_app(), "training")
-    at.number_input(key="aelib.t_subset").set_value(200)
+    at.number_input(key="aelib.t_subset_mnist").set_value(200)
     at.number_input(key="aelib.t_epochs_fcn").set_value(1)
     at.multiselect(key="aelib.t_sweep_sizes").set_value([4, 16])
     at.run()
@@ -345,7 +346,7 @@ def test_score_one_image_gives_its_percentile_among_normal_scores(env):
 
 def test_compare_page_overlays_runs_and_lists_what_differs(env):
     at = goto(new_app(), "training")
-    at.number_input(key="aelib.t_subset").set_value(300)
+    at.number_input(key="aelib.t_subset_mnist").set_value(300)
     at.number_input(key="aelib.t_epochs_fcn").set_value(1)
     at.button(key="aelib.t_start").click().run()
     first = list(at.session_state["aelib.runs"].values())[-1]

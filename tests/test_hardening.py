@@ -617,7 +617,7 @@ def test_one_sessions_uploads_and_models_are_invisible_to_another(env):
     _upload_ckpt(a, "mine.safetensors", checkpoints.to_bytes(model, checkpoints.make_metadata(model)))
     assert any("mine.safetensors" in o for o in a.sidebar.multiselect(key="aelib.models").options)
     _goto(a, "training")
-    a.number_input(key="aelib.t_subset").set_value(300)
+    a.number_input(key="aelib.t_subset_mnist").set_value(300)
     a.number_input(key="aelib.t_epochs_fcn").set_value(1)
     a.button(key="aelib.t_start").click().run()
     run = list(a.session_state["aelib.runs"].values())[-1]
@@ -689,7 +689,7 @@ def _train_threads() -> list[threading.Thread]:
 def test_a_cancelled_sessions_run_leaves_nothing_half_done(env, folders):
     before = _listing(folders["ckpt"])
     at = _goto(new_app(), "training")
-    at.number_input(key="aelib.t_subset").set_value(500)
+    at.number_input(key="aelib.t_subset_mnist").set_value(500)
     at.number_input(key="aelib.t_epochs_fcn").set_value(400)
     at.button(key="aelib.t_start").click().run()
     run = list(at.session_state["aelib.runs"].values())[-1]

@@ -73,8 +73,17 @@ _router = threading.local()  # Streamlit runs each session's script in its own t
 def navigation():
     """``st.navigation`` over :data:`PAGES`, drawn by :func:`nav_links` (so the first visitor of a
     fresh server never sees Streamlit's own listing of the ``pages/`` folder)."""
-    pages = [st.Page(p.file, title=p.title, icon=p.icon, default=i == 0) for i, p in enumerate(PAGES)]
-    return st.navigation(pages, position="hidden")
+    pages = [
+        st.Page(p.file, title=p.title, icon=p.icon, default=i == 0, url_path="overview" if i == 0 else None)
+        for i, p in enumerate(PAGES)
+    ]
+    # The Overview lives at the root URL; /home (its file's name) leads there too.
+    home = st.Page(_to_overview, title=PAGES[0].title, url_path="home", visibility="hidden")
+    return st.navigation([*pages, home], position="hidden")
+
+
+def _to_overview() -> None:
+    st.switch_page(PAGES[0].file)
 
 
 def nav_links(container=st) -> None:

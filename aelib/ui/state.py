@@ -82,14 +82,6 @@ def kept(
     return value if fits(value) else default
 
 
-def forget(*prefixes: str) -> None:
-    """Drop the live and remembered values of widgets starting with ``prefixes`` (e.g. on a dataset
-    change, so a value chosen for one dataset never carries over to another)."""
-    for key in list(st.session_state.keys()):
-        if isinstance(key, str) and key.startswith(tuple(prefixes) + tuple(_KEEP + p for p in prefixes)):
-            del st.session_state[key]
-
-
 def flash(message: str, kind: str = "success") -> None:
     """Show ``message`` once, after a full rerun, on the page asking (never on another page)."""
     st.session_state[NS + "flash"] = (kind, message, st.session_state.get(NS + "page"))

@@ -89,13 +89,13 @@ def saved_panel(fr: Frame) -> None:
                 "Delete a checkpoint",
                 list(by_id),
                 key="aelib.t_del_pick",
-                format_func=lambda i: by_id[i].name,
+                format_func=lambda i: by_id[i].path.stem,  # the file, as saved
             )
         ]
         if c2.button("Delete", key="aelib.t_del", icon=":material/delete:"):
             st.session_state["aelib.t_del_confirm"] = victim.id
         if st.session_state.get("aelib.t_del_confirm") == victim.id:
-            st.warning(f"Delete **{victim.name}** from this server for good?")
+            st.warning(f"Delete **{victim.path.stem}** from this server for good?")
             y, n = st.columns(2)
             if y.button("Yes, delete it", key="aelib.t_del_yes", type="primary"):
                 st.session_state.pop("aelib.t_del_confirm")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,14 +120,16 @@ def training_form(data: ImageSet) -> TrainingPlan:
         )
     )
     n_train = len(data.train)
+    # One field per dataset: a count chosen for one set of images never carries over to another.
+    subset_key = "aelib.t_subset_" + (data.builtin or hashlib.sha1(data.key.encode()).hexdigest()[:8])
     subset = int(
         st.number_input(
             "Training images",
             1,
             n_train,
             step=500,
-            value=kept("aelib.t_subset", min(n_train, 10_000), lo=1, hi=n_train),
-            key="aelib.t_subset",
+            value=kept(subset_key, min(n_train, 10_000), lo=1, hi=n_train),
+            key=subset_key,
             help="The first N training images; fewer train faster.",
         )
     )
