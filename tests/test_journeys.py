@@ -29,6 +29,10 @@ together (``Checks``), so one run tells everything that is wrong along the way.
   a garbage .npy gives a plain sentence (no numpy jargon) that does not stay after switching to MNIST;
   every page has a title with a 25x25 upload and no model; on colour images reversed grey is off;
   all 10 latent-map class colours stand out from the white background.
+- J7 ``test_j7_explore_a_latent_map_a_picture_and_runs_side_by_side``: a click on the latent map
+  shows that image with its reconstruction MSE (equal to the MSE recomputed from the shipped
+  checkpoint) and its nearest neighbours; a latent slider redraws the decoded image; an uploaded
+  white picture scores above 90% of the normal test images; Compare runs lists what differs.
 - J6b ``test_j6b_fresh_server_navigation``: on a fresh server the very first page's sidebar lists
   Overview first and no file-named entry; /home does not answer "Page not found".
 
@@ -60,7 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SHIPPED = ROOT / "checkpoints"
 MS = 1000
-NAV = {"Overview", "Training", "Reconstruction", "Latent space", "Anomaly detection"}
 LEGACY = {"home", "training", "reconstruction", "latent", "anomaly", "streamlit app"}  # pages/ file names
 
 
@@ -148,12 +151,12 @@ def new_page(browser, url: str, path: str = "", h1: bool = True):
 
 
 # The sidebar's page links: Streamlit's own nav list, or page links the app draws there itself.
-NAV = '[data-testid="stSidebarNav"] a, [data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]'
+NAV_LINKS = '[data-testid="stSidebarNav"] a, [data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]'
 
 
 def nav(page, title: str, h1: bool = True) -> None:
     """Switch pages inside the session (a click in the sidebar nav, not a reload)."""
-    page.locator(NAV, has_text=title).first.click()
+    page.locator(NAV_LINKS, has_text=title).first.click()
     time.sleep(0.5)
     settle(page, h1=h1)
 
@@ -161,7 +164,7 @@ def nav(page, title: str, h1: bool = True) -> None:
 def nav_links(page) -> list[str]:
     """The sidebar nav's entries (a link's last line is its label; an icon's ligature text comes first)."""
     return [(a.inner_text().strip().splitlines() or [""])[-1].strip()
-            for a in page.locator(NAV).all()]
+            for a in page.locator(NAV_LINKS).all()]
 
 
 def training_now(page) -> bool:
@@ -895,7 +898,7 @@ def test_j6b_fresh_server_navigation(tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)  # the fresh server's very first request
-            page.wait_for_selector(NAV, timeout=90 * MS)
+            page.wait_for_selector(NAV_LINKS, timeout=90 * MS)
             first = nav_links(page)  # as first drawn, before the app settles
             settle(page)
             links = nav_links(page)
@@ -907,6 +910,76 @@ def test_j6b_fresh_server_navigation(tmp_path):
             text = page_text(page)
             ck("Page not found" not in text, "/home answers 'Page not found'")
             ck(main(page).locator("h1").count() > 0, f"/home shows no page: {text[:300]!r}")
+        finally:
+            browser.close()
+    ck.done()
+
+
+# ------------------------------------------------------------------------------------------------
+# J7
+
+
+def test_j7_explore_a_latent_map_a_picture_and_runs_side_by_side(app, mnist, tmp_path):
+    from PIL import Image
+
+    url, sync_playwright, ckpt, _ = app
+    _, test = mnist
+    ck = Checks()
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = new_page(browser, url, "latent")
+            model_text = next(o for o in options(page, "Model", scope=main(page))
+                              if o.startswith("mnist-vae "))
+            pick(page, "Model", model_text, scope=main(page))
+            page.get_by_role("tab", name="Latent map").click()
+            settle(page)
+            point = main(page).locator(".js-plotly-plot .scatterlayer .point").nth(5)
+            point.click(force=True)
+            time.sleep(1)
+            settle(page)
+            shown = main(page).get_by_text(re.compile(r"Image #\d+.*reconstruction MSE")).first
+            if ck(shown.count() or main(page).get_by_text(re.compile(r"Image #\d+")).count(),
+                  "a click on the latent map shows no image"):
+                text = shown.inner_text()
+                i = int(re.search(r"#(\d+)", text).group(1))
+                v = float(re.search(r"MSE ([0-9.]+)", text).group(1))
+                model = checkpoints.load(ckpt / "mnist-vae.safetensors").model
+                offline = mse_of(model, test.images[i:i + 1])
+                ck(abs(offline - v) < 1e-4, f"image #{i}: shown MSE {v:.5f}, checkpoint: {offline:.5f}")
+                ck(main(page).get_by_text(re.compile(r"nearest neighbours in latent space")).count(),
+                   "no nearest neighbours shown for the clicked image")
+
+            page.get_by_role("tab", name="Sliders").click()
+            settle(page)
+            before = main(page).locator('[data-testid="stImage"] img').last.get_attribute("src")
+            sliders = main(page).locator('[data-testid="stSlider"]').filter(has_text="z[")
+            if ck(sliders.count() >= 2, f"{sliders.count()} latent sliders"):
+                handle = sliders.first.get_by_role("slider")
+                handle.focus()
+                for _ in range(30):
+                    page.keyboard.press("ArrowRight")
+                time.sleep(1)
+                settle(page)
+                after = main(page).locator('[data-testid="stImage"] img').last.get_attribute("src")
+                ck(after != before, "moving a latent slider did not redraw the decoded image")
+
+            nav(page, "Anomaly detection")
+            white = tmp_path / "white.png"
+            Image.fromarray(np.full((40, 30), 255, dtype=np.uint8)).save(white)
+            upload(page, "An image (PNG / JPEG)", white, scope=main(page))
+            pct = main(page).get_by_text(re.compile(r"Percentile among normal test images"))
+            if ck(pct.count(), "no percentile shown for the uploaded picture"):
+                value = main(page).locator('[data-testid="stMetric"]').filter(
+                    has_text="Percentile").first.inner_text()
+                got = float(re.search(r"([0-9.]+)%", value).group(1))
+                ck(got > 90, f"a white picture scores at the {got}th percentile of normal digits")
+
+            nav(page, "Compare runs")
+            cells = [v for t in tables(page) for r in t for v in r.values()]
+            differs = [c for c in cells if re.match(r"(model|train)\.[a-z_]+$", c)]
+            ck("What differs" in page_text(page) and differs,
+               f"Compare runs shows no settings that differ: {cells[:40]}")
         finally:
             browser.close()
     ck.done()

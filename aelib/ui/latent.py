@@ -50,6 +50,7 @@ def map_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
         height=520,
         category_orders={"color": list(data.classes or [])},
         color_discrete_sequence=draw.CLASS_COLOURS,
+        render_mode="svg",  # SVG points can be clicked (and selected) reliably in every browser
     )
     fig.update_traces(marker=dict(size=6))
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), clickmode="event+select")
@@ -62,7 +63,9 @@ def map_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
     points = event.selection.points if event and event.selection else []
     if not points:
         return
-    i = int(points[0].get("customdata", [points[0].get("point_index", 0)])[0])
+    i = _index_of(points[0])
+    if i is None or not 0 <= i < n:
+        return
     near = explore.nearest_codes(compute.codes(mc, test), i, k)
     one = test.take([i])
     err = compute.errors(mc, one)["mse"][0]
@@ -88,6 +91,19 @@ def map_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
         ],
         gray_r,
     )
+
+
+def _index_of(point: dict) -> int | None:
+    """The test index a clicked point carries (its custom data: a list, or a dict by position)."""
+    data = point.get("customdata")
+    if isinstance(data, dict):
+        data = list(data.values())
+    if isinstance(data, (list, tuple)) and data:
+        data = data[0]
+    try:
+        return int(data)
+    except (TypeError, ValueError):
+        return None
 
 
 def slider_panel(mc: ModelChoice, data: ImageSet, start: Images, tag: str, gray_r: bool) -> None:
