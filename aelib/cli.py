@@ -219,6 +219,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         split=str(train.extra.get("split", "train")), n_train=len(train), n_val=len(test),
         classes=None if train.classes is None else tuple(train.classes),
         normal_classes=None if classes is None else tuple(sorted(classes))).to_dict()
+    dataset["processes"] = world  # how many ranks shared the training data
     out = args.out or f"runs/{train.name}-{cfg.preset or cfg.family}-z{cfg.latent}.safetensors"
     _checkpoint_out(out)
     path = checkpoints.save(out, model, dtype=dtype, name=args.name or Path(out).stem, dataset=dataset,
