@@ -264,17 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-range", choices=["unit", "symmetric"], default=None,
                    help="pixel range: unit [0,1] or symmetric [-1,1] (default: by model)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="default: the model's (10; the Keras recipe's 12 for mnist_keras)")
+                   help="default: the model's (aelib.recipes.default_train_config: 10; 8 for vae, "
+                        "12 for mnist_keras)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="default: the model's (128; 300 for mnist_keras)")
+                   help="default: the model's (128; 64 for vae, 300 for mnist_keras)")
     p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default: the model's, 3e-3; 1.5e-3 for mnist_keras)")
+                   help="peak learning rate (default: the model's; 3e-3 for the families)")
     p.add_argument("--beta", type=float, default=None,
                    help="KL weight (VAE; default 1/n_pixels, 1 for the face_vae reference preset)")
     p.add_argument("--loss", choices=["mse", "bce"], default="mse")
     p.add_argument("--schedule", choices=["constant", "onecycle"], default=None,
-                   help="default: the model's (one-cycle with half the steps warming up; constant "
-                        "for mnist_keras)")
+                   help="default: the model's (one-cycle, half the steps warming up, for the families; "
+                        "constant for the presets); a schedule other than the model's takes "
+                        "TrainConfig's shape for it")
     p.add_argument("--fast", action="store_true",
                    help="aelib's fast mode for the Keras recipe (--model mnist_keras): batch 80, 3 epochs, "
                         "one-cycle Adam peaking at 1e-2 with half the steps warming up; replaces --epochs, "

@@ -26,6 +26,8 @@ def test_every_model_has_valid_starting_values(arch):
     cfg.validate()
     if arch == "mnist_keras":
         assert cfg == RECIPE
+    elif arch in PRESETS:
+        assert cfg == TrainConfig()
     else:
         assert cfg.schedule == "onecycle" and cfg.warmup == 0.5
     assert default_train_config(arch) is not default_train_config(arch)  # callers may mutate theirs
