@@ -112,28 +112,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
-    from dataclasses import replace
-
     from .models import build, count_parameters, get_config
-    from .recipes import default_train_config
-    from .train import PrintCallback, TrainConfig, collapse_message, fit
+    from .recipes import train_config_for
+    from .train import PrintCallback, collapse_message, fit
 
     log = print if rank == 0 else (lambda *a, **k: None)
     train, test = load_data(args, seed=args.seed)
     output_range = args.output_range or ("symmetric" if args.model.startswith("face_") else "unit")
     cfg = get_config(args.model, in_shape=train.shape, latent=args.latent, output_range=output_range)
     model = build(cfg, seed=args.seed)
-    # The model's starting values (aelib.recipes), overridden by what the user gave. Choosing
-    # --schedule resets the schedule's shape to that schedule's own TrainConfig defaults.
-    tcfg = default_train_config(args.model)
-    given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                               ("lr", args.lr)) if v is not None}
-    if args.schedule is not None and args.schedule != tcfg.schedule:
-        plain = TrainConfig()
-        given.update({k: getattr(plain, k) for k in ("warmup", "div_factor", "final_div_factor", "betas")})
-        given["schedule"] = args.schedule
-    tcfg = replace(tcfg, **given, beta=args.beta, seed=args.seed, loss=args.loss, noise=args.noise,
-                   noise_level=args.noise_level, threads=args.threads, device=device, amp=args.amp)
+    # The model's starting values (aelib.recipes), with what the user gave.
+    tcfg = train_config_for(args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            schedule=args.schedule, beta=args.beta, seed=args.seed, loss=args.loss,
+                            noise=args.noise, noise_level=args.noise_level, threads=args.threads,
+                            device=device, amp=args.amp)
     if args.fast:  # the whole fast-mode schedule; data, seed, loss, noise and device stay the user's
         from .recipes import with_fast_mode
 

@@ -76,6 +76,25 @@ def default_train_config(arch: str) -> TrainConfig:
                       f"or a preset {tuple(PRESETS)}.")
 
 
+_SHAPE_FIELDS = ("warmup", "div_factor", "final_div_factor", "betas")
+
+
+def train_config_for(arch: str, **changes) -> TrainConfig:
+    """``default_train_config(arch)`` with the fields a user set (None: keep the default).
+
+    A ``schedule`` other than the default's comes with TrainConfig's shape for it (warm-up,
+    divisors, Adam betas), so ``schedule="constant"`` is the plain constant rate and
+    ``"onecycle"`` on the Keras recipe means what ``--schedule onecycle`` always meant.
+    """
+    cfg = default_train_config(arch)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes.get("schedule", cfg.schedule) != cfg.schedule:
+        plain = TrainConfig()
+        for k in _SHAPE_FIELDS:
+            changes.setdefault(k, getattr(plain, k))
+    return replace(cfg, **changes)
+
+
 # The quick one-class model: a fixed budget of images seen (6,000 images x 8 epochs, the budget it
 # always had), so a class with fewer images gets more epochs instead of too few steps to learn.
 QUICK_IMAGES = 6000
