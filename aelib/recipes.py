@@ -17,8 +17,9 @@ from .train import TrainConfig
 # The fast mode's one-cycle shape: half the steps warming up from lr/10, then annealing to lr/10^4,
 # with beta2 0.99 (bench/tune_fast.py; README "Fast mode"). On a 10k Fashion-MNIST subset (4 epochs,
 # batch 64, peak 3e-3, 2 seeds) it also beat TrainConfig's one-cycle defaults for conv (0.0154 vs
-# 0.0158), vae (0.0229 vs 0.0238) and fcn (0.0174 vs 0.0177). Those defaults stay what
-# `--schedule onecycle` means: the shipped checkpoints and the README's figures were made with them.
+# 0.0158), vae (0.0229 vs 0.0238) and fcn (0.0174 vs 0.0177). The shipped checkpoints and the
+# README's figures were made with those TrainConfig defaults (warm-up 0.25 from lr/25); they are
+# still what `--schedule onecycle` gives a model whose default schedule is constant.
 ONE_CYCLE = {"schedule": "onecycle", "warmup": 0.5, "div_factor": 10.0, "final_div_factor": 1000.0,
              "betas": (0.9, 0.99)}
 
