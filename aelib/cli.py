@@ -155,10 +155,8 @@ def _checkpoint_out(out: str) -> Path:
 
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
-    from dataclasses import replace
-
     from .models import build, count_parameters, get_config
-    from .recipes import default_train_config, with_schedule
+    from .recipes import train_config_for
     from .train import PrintCallback, collapse_message, fit, resolve_device
 
     log = print if rank == 0 else (lambda *a, **k: None)
@@ -169,15 +167,11 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     output_range = args.output_range or ("symmetric" if args.model.startswith("face_") else "unit")
     cfg = get_config(args.model, in_shape=train.shape, latent=args.latent, output_range=output_range)
     model = build(cfg, seed=args.seed)
-    # The model's starting values (aelib.recipes), overridden by what the user gave. Choosing
-    # --schedule resets the schedule's shape to that schedule's own TrainConfig defaults.
-    tcfg = default_train_config(args.model)
-    if args.schedule is not None:
-        tcfg = with_schedule(tcfg, args.schedule)
-    given = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                               ("lr", args.lr)) if v is not None}
-    tcfg = replace(tcfg, **given, beta=args.beta, seed=args.seed, loss=args.loss, noise=args.noise,
-                   noise_level=args.noise_level, threads=args.threads, device=device, amp=args.amp)
+    # The model's starting values (aelib.recipes), with what the user gave.
+    tcfg = train_config_for(args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            schedule=args.schedule, beta=args.beta, seed=args.seed, loss=args.loss,
+                            noise=args.noise, noise_level=args.noise_level, threads=args.threads,
+                            device=device, amp=args.amp)
     tcfg.validate()
     if args.fast:  # the whole fast-mode schedule; data, seed, loss, noise and device stay the user's
         from .recipes import with_fast_mode
@@ -404,17 +398,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-range", choices=["unit", "symmetric"], default=None,
                    help="pixel range: unit [0,1] or symmetric [-1,1] (default: by model)")
     p.add_argument("--epochs", type=_whole(1, 100_000), default=None,
-                   help="default: the model's (10; the Keras recipe's 12 for mnist_keras)")
+                   help="default: the model's (aelib.recipes.default_train_config: 10; 8 for vae, "
+                        "12 for mnist_keras)")
     p.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None,
-                   help="default: the model's (128; 300 for mnist_keras)")
+                   help="default: the model's (128; 64 for vae, 300 for mnist_keras)")
     p.add_argument("--lr", type=_number(0, positive=True), default=None,
-                   help="peak learning rate (default: the model's, 3e-3; 1.5e-3 for mnist_keras)")
+                   help="peak learning rate (default: the model's; 3e-3 for the families)")
     p.add_argument("--beta", type=_number(0), default=None,
                    help="KL weight (VAE; default 1/n_pixels, 1 for the face_vae reference preset)")
     p.add_argument("--loss", choices=["mse", "bce"], default="mse")
     p.add_argument("--schedule", choices=["constant", "onecycle"], default=None,
-                   help="default: the model's (one-cycle with half the steps warming up; constant "
-                        "for mnist_keras)")
+                   help="default: the model's (one-cycle, half the steps warming up, for the families; "
+                        "constant for the presets); a schedule other than the model's takes "
+                        "TrainConfig's shape for it")
     p.add_argument("--fast", action="store_true",
                    help="aelib's fast mode for the Keras recipe (--model mnist_keras): batch 80, 3 epochs, "
                         "one-cycle Adam peaking at 1e-2 with half the steps warming up; replaces --epochs, "

@@ -17,8 +17,9 @@ from .train import TrainConfig
 # The fast mode's one-cycle shape: half the steps warming up from lr/10, then annealing to lr/10^4,
 # with beta2 0.99 (bench/tune_fast.py; README "Fast mode"). On a 10k Fashion-MNIST subset (4 epochs,
 # batch 64, peak 3e-3, 2 seeds) it also beat TrainConfig's one-cycle defaults for conv (0.0154 vs
-# 0.0158), vae (0.0229 vs 0.0238) and fcn (0.0174 vs 0.0177). Those defaults stay what
-# `--schedule onecycle` means: the shipped checkpoints and the README's figures were made with them.
+# 0.0158), vae (0.0229 vs 0.0238) and fcn (0.0174 vs 0.0177). The shipped checkpoints and the
+# README's figures were made with those TrainConfig defaults (warm-up 0.25 from lr/25); they are
+# still what `--schedule onecycle` gives a model whose default schedule is constant.
 ONE_CYCLE = {"schedule": "onecycle", "warmup": 0.5, "div_factor": 10.0, "final_div_factor": 1000.0,
              "betas": (0.9, 0.99)}
 
@@ -62,27 +63,37 @@ def default_train_config(arch: str) -> TrainConfig:
     """Starting values for training ``arch`` (a family "fcn" / "conv" / "vae" or a preset name).
 
     The CLI's ``train`` and the Training page both start from these; ``mnist_keras`` gets the
-    Keras recipe it reproduces.
+    Keras recipe it reproduces, the face presets keep TrainConfig's constant rate (on a short
+    run, the one-cycle warm-up left face_conv worse and face_vae, with the reference's KL weight
+    1, above the mean image).
     """
     if arch == "mnist_keras":
         return replace(RECIPE)
     if arch in DEFAULTS:
         return replace(FAMILY_TRAINING[arch])
     if arch in PRESETS:
-        return replace(FAMILY_TRAINING[PRESETS[arch].family])
+        return TrainConfig()
     raise ConfigError(f"Unknown model {arch!r}; expected a family {tuple(DEFAULTS)} "
                       f"or a preset {tuple(PRESETS)}.")
 
 
-SCHEDULE_SHAPE = ("warmup", "div_factor", "final_div_factor", "betas")
+_SHAPE_FIELDS = ("warmup", "div_factor", "final_div_factor", "betas")
 
 
-def with_schedule(cfg: TrainConfig, schedule: str) -> TrainConfig:
-    """``cfg`` with another schedule; choosing one resets its shape to TrainConfig's own defaults."""
-    if schedule == cfg.schedule:
-        return cfg
-    plain = TrainConfig()
-    return replace(cfg, schedule=schedule, **{k: getattr(plain, k) for k in SCHEDULE_SHAPE})
+def train_config_for(arch: str, **changes) -> TrainConfig:
+    """``default_train_config(arch)`` with the fields a user set (None: keep the default).
+
+    A ``schedule`` other than the default's comes with TrainConfig's shape for it (warm-up,
+    divisors, Adam betas), so ``schedule="constant"`` is the plain constant rate and
+    ``"onecycle"`` on the Keras recipe means what ``--schedule onecycle`` always meant.
+    """
+    cfg = default_train_config(arch)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes.get("schedule", cfg.schedule) != cfg.schedule:
+        plain = TrainConfig()
+        for k in _SHAPE_FIELDS:
+            changes.setdefault(k, getattr(plain, k))
+    return replace(cfg, **changes)
 
 
 # The quick one-class model: a fixed budget of images seen (6,000 images x 8 epochs, the budget it

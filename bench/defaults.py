@@ -14,6 +14,7 @@ Target per (model, dataset): every seed within 1.5x of the best seed's val MSE, 
 seed 3x or more below the mean-image MSE.
 
     nice -n 10 python bench/defaults.py --part mnist --datasets mnist
+    nice -n 10 python bench/defaults.py --timing       # old vs new time, interleaved in one process
     nice -n 10 python bench/defaults.py --merge        # partial files -> bench/results/defaults.json
 
 Each finished run is written at once, so an interrupted grid keeps what it did; ``--skip-done``
@@ -159,6 +160,36 @@ def print_summary(summary: list[dict]) -> None:
               f"{s['mean_image_over_worst']:5.1f} {s['mean_seconds']:6.1f} {t:>9s}  {verdict}")
 
 
+def timing(root: str, reps: int = 4, n: int = 4000, log=print) -> list[dict]:
+    """Old vs new defaults' training time, interleaved in one process (ABAB...), per family.
+
+    One epoch on ``n`` MNIST images per timing, scaled by each config's epoch count: the same
+    work as a full run on ``n`` images, measured side by side so machine load hits both alike.
+    """
+    train, _ = load_splits("mnist", root=root, download=False)
+    images = train.images[:n]
+    out = []
+    for arch in ("fcn", "conv", "vae"):
+        secs = {"old": [], "new": []}
+        setups = {"old": old_setup(arch, train.shape), "new": new_setup(arch, train.shape, None)}
+        warm = TrainConfig(epochs=1, batch_size=128, threads=1)
+        fit(build(setups["old"][0], seed=0), images[:512], None, warm)  # first-call costs, untimed
+        for _ in range(reps):
+            for which in ("old", "new"):
+                mcfg, tcfg, _n = setups[which]
+                one = TrainConfig(**{**tcfg.to_dict(), "epochs": 1, "threads": 1})
+                res = fit(build(mcfg, seed=0), images, None, one)
+                secs[which].append(res.seconds * tcfg.epochs)
+        row = {"arch": arch, "n_images": n, "old_seconds": secs["old"], "new_seconds": secs["new"],
+               "old_epochs": setups["old"][1].epochs, "new_epochs": setups["new"][1].epochs,
+               "new_over_old": sum(secs["new"]) / sum(secs["old"])}
+        out.append(row)
+        log(f"timing {arch:5s}: old {[round(v, 1) for v in secs['old']]} s, new "
+            f"{[round(v, 1) for v in secs['new']]} s (full run on {n} images), new/old "
+            f"{row['new_over_old']:.2f}", flush=True)
+    return out
+
+
 def write(path: Path, rows: list[dict], meta: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**meta, "summary": summarize(rows), "runs": rows}, indent=1))
@@ -175,18 +206,30 @@ def main(argv=None) -> int:
     p.add_argument("--face-images", type=int, default=3000, help="training images of the colour set")
     p.add_argument("--part", default=None, help="write bench/results/defaults-PART.json")
     p.add_argument("--skip-done", action="store_true", help="keep the runs already in the output file")
+    p.add_argument("--timing", action="store_true",
+                   help="old vs new training time per family, interleaved in one process")
     p.add_argument("--merge", action="store_true",
                    help="merge bench/results/defaults-*.json into defaults.json and print the table")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     meta = {"benchmark": "defaults", "torch": torch.__version__, "threads": 1,
             "target": {"worst_over_best_max": MAX_RATIO, "mean_image_over_worst_min": MIN_FACTOR}}
+    if args.timing:
+        tim = timing(args.data_root)
+        (RESULTS / "defaults-timing.json").write_text(json.dumps({**meta, "timing": tim}, indent=1))
+        return 0
     if args.merge:
-        rows = []
+        rows, tim = [], None
         for f in sorted(RESULTS.glob("defaults-*.json")):
-            rows += json.loads(f.read_text())["runs"]
-        write(RESULTS / "defaults.json", rows, meta)
+            part = json.loads(f.read_text())
+            rows += part.get("runs", [])
+            tim = part.get("timing", tim)
+        write(RESULTS / "defaults.json", rows, {**meta, "timing": tim})
         print_summary(summarize(rows))
+        for t in tim or []:
+            print(f"timing {t['arch']:5s}: new/old {t['new_over_old']:.2f} (interleaved, "
+                  f"{len(t['old_seconds'])} each, {t['old_epochs']} vs {t['new_epochs']} epochs on "
+                  f"{t['n_images']} images)")
         return 0
     out = RESULTS / (f"defaults-{args.part}.json" if args.part else "defaults.json")
     rows = json.loads(out.read_text())["runs"] if args.skip_done and out.exists() else []

@@ -15,6 +15,7 @@ from aelib.recipes import (
     default_train_config,
     fast_config,
     quick_oneclass,
+    train_config_for,
     with_fast_mode,
 )
 from aelib.train import TrainConfig, fit
@@ -26,9 +27,22 @@ def test_every_model_has_valid_starting_values(arch):
     cfg.validate()
     if arch == "mnist_keras":
         assert cfg == RECIPE
+    elif arch in PRESETS:
+        assert cfg == TrainConfig()
     else:
         assert cfg.schedule == "onecycle" and cfg.warmup == 0.5
     assert default_train_config(arch) is not default_train_config(arch)  # callers may mutate theirs
+
+
+def test_user_choices_on_top_of_the_defaults():
+    cfg = train_config_for("conv", epochs=3, lr=None, seed=5)
+    assert (cfg.epochs, cfg.lr, cfg.seed, cfg.warmup) == (3, default_train_config("conv").lr, 5, 0.5)
+    plain = train_config_for("conv", schedule="constant")  # the plain constant rate, beta2 0.999
+    assert (plain.schedule, plain.betas, plain.warmup) == ("constant", (0.9, 0.999), 0.25)
+    keras = train_config_for("mnist_keras", schedule="onecycle")
+    assert (keras.batch_size, keras.warmup, keras.div_factor) == (300, 0.25, 25.0)
+    same = train_config_for("vae", schedule="onecycle")
+    assert same == default_train_config("vae")
 
 
 def test_unknown_model_is_a_config_error():
