@@ -184,9 +184,9 @@ def test_fast_mode_and_one_cycle_schedule_reach_the_run(env):
     run = list(at.session_state["aelib.runs"].values())[-1]
     _wait(run)
     tc = run.train_config
-    from aelib.recipes import default_train_config, with_schedule
+    from aelib.recipes import train_config_for
 
-    cli = with_schedule(default_train_config("fcn"), "onecycle")  # what `train --schedule onecycle` runs
+    cli = train_config_for("fcn", schedule="onecycle")  # what `train --schedule onecycle` runs
     assert (tc.schedule, tc.lr, tc.warmup, tc.betas) == (cli.schedule, cli.lr, cli.warmup, cli.betas)
     assert max(run.history().lr) <= tc.lr and run.history().lr[-1] < 1e-6
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from ..models import PRESETS, ModelConfig, default_beta, get_config
-from ..recipes import default_train_config, fast_config, with_fast_mode, with_schedule
+from ..recipes import default_train_config, fast_config, train_config_for, with_fast_mode
 from ..train import TrainConfig
 from .choices import ModelChoice
 from .sources import ImageSet
@@ -81,8 +81,8 @@ def training_form(data: ImageSet) -> TrainingPlan:
         key=k,
         disabled=fast,
         index=list(SCHEDULES).index(kept(k, start.schedule, options=list(SCHEDULES))),
-        help="One-cycle: the rate warms up, peaks at Learning rate, then anneals to ~0; it usually reaches "
-        "a given loss in fewer epochs. Same as the CLI's `--schedule onecycle`.",
+        help="One-cycle: the rate warms up from a tenth of Learning rate over half the steps, then "
+        "anneals to ~0; it reaches a given loss in fewer epochs. Same as the CLI's `--schedule onecycle`.",
     )
     c1, c2 = st.columns(2)
     seed = int(c1.number_input("Seed", 0, 2**31 - 1, kept("aelib.t_seed", 0), key="aelib.t_seed"))
@@ -144,16 +144,16 @@ def training_form(data: ImageSet) -> TrainingPlan:
         key=f"aelib.t_name_{default_name}",
         help="A number is added if the session already has a model of this name.",
     )
-    tc = replace(
-        with_schedule(start, schedule),
+    tc = train_config_for(
+        arch,
         epochs=epochs,
         batch_size=batch,
         lr=lr,
+        schedule=schedule,
         seed=seed,
         beta=None if beta is None else float(beta),
         noise=None if noise == "off" else noise,
         noise_level=level if noise != "off" else 0.0,
-        target_val_mse=None,
     )
     if fast:  # the whole fast-mode schedule: its one-cycle shape too
         tc = with_fast_mode(tc)
