@@ -52,28 +52,23 @@ ENSEMBLE_MEMBERS = {"fcn": ("blur_ink",), "conv": ("latent",), "vae": ("blur_ink
 # move when the app's defaults do. Training: TrainConfig fields; threads=1 is added at run time.
 _MODELS = {
     "fcn": dict(hidden=(256, 128), latent=32, init="glorot"),
-    "conv": dict(hidden=(16, 32, 64), latent=64),
-    "vae": dict(hidden=(16, 32, 64), latent=16),
+    "conv": dict(hidden=(16, 32, 64), latent=64, init="torch"),
+    "vae": dict(hidden=(16, 32, 64), latent=16, init="torch"),
 }
+
+
+def _protocol(batch_size: int, fcn_epochs: int, epochs: int) -> dict:
+    """One-cycle training at ``batch_size``: the fcn for ``fcn_epochs``, conv and vae for ``epochs``."""
+    common = dict(batch_size=batch_size, schedule="onecycle")
+    return {"models": _MODELS,
+            "train": {"fcn": dict(epochs=fcn_epochs, lr=1e-3, **common),
+                      "conv": dict(epochs=epochs, lr=1e-3, **common),
+                      "vae": dict(epochs=epochs, lr=3e-3, beta=1e-3, **common)}}
+
+
 PROTOCOLS: dict[str, dict] = {
-    # 800 training images per class: small batches and 40 epochs (1,000 steps).
-    "mnist": {
-        "models": _MODELS,
-        "train": {
-            "fcn": dict(epochs=40, batch_size=32, lr=1e-3, schedule="onecycle"),
-            "conv": dict(epochs=40, batch_size=32, lr=1e-3, schedule="onecycle"),
-            "vae": dict(epochs=40, batch_size=32, lr=3e-3, schedule="onecycle", beta=1e-3),
-        },
-    },
-    # 6,000 training images per class: the default batch, 10-20 epochs (470-940 steps).
-    "fashion-mnist": {
-        "models": _MODELS,
-        "train": {
-            "fcn": dict(epochs=20, batch_size=128, lr=1e-3, schedule="onecycle"),
-            "conv": dict(epochs=10, batch_size=128, lr=1e-3, schedule="onecycle"),
-            "vae": dict(epochs=10, batch_size=128, lr=3e-3, schedule="onecycle", beta=1e-3),
-        },
-    },
+    "mnist": _protocol(32, 40, 40),  # 800 training images per class: small batches, 1,000 steps
+    "fashion-mnist": _protocol(128, 20, 10),  # 6,000 per class: the default batch, 470-940 steps
 }
 
 QUICK = {"classes": 2, "epochs": 1, "train_per_class": 200, "test_images": 500}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from aelib import explore, export
 from aelib.errors import AelibError
-from aelib.ui import anomaly, anomaly_panels, choices, compute, draw, router, state, widgets
+from aelib.ui import anomaly, anomaly_panels, choices, router, state
 from aelib.ui.state import kept
 
 fr = router.page(__file__)
@@ -154,43 +153,8 @@ else:
     anomaly_panels.roc_panel(case.labels, scores, names)
 anomaly_panels.threshold_panel(case.labels, scores, names, metric)
 
-# ---- galleries -----------------------------------------------------------------------------------
-st.subheader("Most and least anomalous")
-c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
-gm = widgets.pick_model("Model", chosen, "aelib.a_gal_model", container=c1)
-k_top = c2.slider("k", 1, 16, 8, key="aelib.a_k")
-with c3:
-    gray_r = draw.gray_r_toggle(case.test.shape[0] == 3)
-for title, largest in (("Most anomalous", True), ("Least anomalous", False)):
-    idx = explore.top_k(scores[gm.id], k_top, largest=largest)
-    g = compute.gallery(gm, case.test.take(idx))
-    truth = [("anomaly" if case.labels[i] else "normal") if case.labels is not None else "" for i in idx]
-    st.markdown(f"**{title}**")
-    draw.image_rows(
-        [
-            ("original", g["original"], [f"#{i} {t}" for i, t in zip(idx, truth)]),
-            ("reconstruction", g["reconstruction"], [f"{scores[gm.id][i]:.3g}" for i in idx]),
-            ("|error|", draw.heatmap(g["abs_error"], vmax=0.5), None),
-        ],
-        gray_r,
-    )
-
-# ---- one image -----------------------------------------------------------------------------------
+# ---- galleries, one image, export ----------------------------------------------------------------
+gray_r = anomaly_panels.gallery_panel(chosen, scores, case)
 st.subheader("Score one image")
 anomaly_panels.score_one_panel(chosen, scores, case, metric, gray_r)
-
-# ---- export --------------------------------------------------------------------------------------
-st.subheader("Download scores")
-c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-dk = c1.selectbox("Scores of", list(scores), format_func=names.get, key="aelib.a_csv_model")
-c2.download_button(
-    "scores.csv",
-    lambda: export.scores_csv_bytes(scores[dk]),
-    file_name=f"scores-{metric}.csv",
-    mime="text/csv",
-    key="aelib.a_csv",
-    icon=":material/download:",
-)
-st.caption(
-    "`id,score` for every test image (id = its index), higher = more anomalous: the leaderboard format."
-)
+anomaly_panels.export_panel(scores, names, metric)

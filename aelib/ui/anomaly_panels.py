@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from .. import explore, scoring
+from .. import explore, export, scoring
 from ..data import load_images
 from ..errors import AelibError
 from . import compute, draw, sources, state, widgets
@@ -193,3 +193,45 @@ def score_one_panel(
         c.metric(
             "Flagged at the threshold", "anomaly" if score >= thr else "normal", help=f"threshold {thr:.5g}"
         )
+
+
+def gallery_panel(chosen: list[ModelChoice], scores: dict[str, np.ndarray], case: Case) -> bool:
+    """The k most and least anomalous test images of one model; returns the reversed-grey choice."""
+    st.subheader("Most and least anomalous")
+    c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+    gm = widgets.pick_model("Model", chosen, "aelib.a_gal_model", container=c1)
+    k_top = c2.slider("k", 1, 16, 8, key="aelib.a_k")
+    with c3:
+        gray_r = draw.gray_r_toggle(case.test.shape[0] == 3)
+    for title, largest in (("Most anomalous", True), ("Least anomalous", False)):
+        idx = explore.top_k(scores[gm.id], k_top, largest=largest)
+        g = compute.gallery(gm, case.test.take(idx))
+        truth = [("anomaly" if case.labels[i] else "normal") if case.labels is not None else "" for i in idx]
+        st.markdown(f"**{title}**")
+        draw.image_rows(
+            [
+                ("original", g["original"], [f"#{i} {t}" for i, t in zip(idx, truth)]),
+                ("reconstruction", g["reconstruction"], [f"{scores[gm.id][i]:.3g}" for i in idx]),
+                ("|error|", draw.heatmap(g["abs_error"], vmax=0.5), None),
+            ],
+            gray_r,
+        )
+    return gray_r
+
+
+def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], metric: str) -> None:
+    """``id,score`` CSV of any scores shown (a model's or the recommended detector's)."""
+    st.subheader("Download scores")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    dk = c1.selectbox("Scores of", list(scores), format_func=names.get, key="aelib.a_csv_model")
+    c2.download_button(
+        "scores.csv",
+        lambda: export.scores_csv_bytes(scores[dk]),
+        file_name=f"scores-{metric}.csv",
+        mime="text/csv",
+        key="aelib.a_csv",
+        icon=":material/download:",
+    )
+    st.caption(
+        "`id,score` for every test image (id = its index), higher = more anomalous: the leaderboard format."
+    )
