@@ -26,7 +26,7 @@ Nothing leaves the machine: Chromium resolves no host name (``--host-resolver-ru
 Memory: the server process's ``VmRSS``, sampled every 0.2 s from ``/proc/<pid>/status``, and its
 peak, ``VmHWM`` (the kernel's high-water mark, so no spike between samples is missed).
 
-Pages, URLs and titles are read from ``streamlit_app.py`` (its ``st.Page`` list) and the page files.
+Pages, URLs and titles are read from the router's page list (``aelib.ui.router.PAGES``).
 Prints a table, writes ``--out`` and ends with one JSON line. Figures are for the machine it runs on.
 """
 
@@ -72,28 +72,22 @@ class PageSpec:
     heading: str   # the page's st.title
 
 
-def _first_title(path: Path) -> str:
+def _literal_title(path: Path) -> str | None:
     for node in ast.walk(ast.parse(path.read_text())):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "title"
                 and node.args and isinstance(node.args[0], ast.Constant)):
             return str(node.args[0].value)
-    raise SystemExit(f"{path} has no st.title(...) with a literal text")
+    return None
 
 
-def discover_pages(app: Path = ROOT / "streamlit_app.py") -> list[PageSpec]:
-    """Every ``st.Page("pages/x.py", title=..., default=...)`` of the router, in its order."""
-    specs = []
-    for node in ast.walk(ast.parse(app.read_text())):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "Page"):
-            continue
-        script = Path(node.args[0].value)
-        kw = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
-        url = kw.get("url_path") or ("" if kw.get("default") else script.stem)
-        specs.append(PageSpec(kw.get("title") or script.stem, url, _first_title(app.parent / script)))
-    if not specs:
-        raise SystemExit(f"no st.Page(...) found in {app}")
-    return specs
+def discover_pages() -> list[PageSpec]:
+    """The router's pages (``aelib.ui.router.PAGES``) in its order; a page's heading is its own
+    ``st.title`` when it draws one, else the title the router's preamble draws."""
+    sys.path.insert(0, str(ROOT))
+    from aelib.ui.router import PAGES
+
+    return [PageSpec(p.title, "" if i == 0 else Path(p.file).stem, _literal_title(ROOT / p.file) or p.title)
+            for i, p in enumerate(PAGES)]
 
 
 # ================================================================================================
