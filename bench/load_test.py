@@ -236,8 +236,8 @@ async def visit(page, base: str, spec: PageSpec, how: str, timeout_s: float, tal
         if how == "url":
             await page.goto(f"{base}/{spec.url}", wait_until="commit", timeout=timeout_s * 1000)
         else:
-            await page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=spec.name).click(
-                timeout=timeout_s * 1000)
+            links = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]')
+            await links.filter(has_text=spec.name).first.click(timeout=timeout_s * 1000)
         await _settle(page, spec, timeout_s)
         elapsed = time.monotonic() - t0 - 0.25  # less the stability pause of _settle
         boxes = page.locator('[data-testid="stException"]')
