@@ -169,17 +169,6 @@ class Run:
         vals = [e["val_mse"] for e in list(self.epochs) if "val_mse" in e]
         return vals[-1] if vals else None
 
-    def summary(self) -> str:
-        """One line for a status display."""
-        if self.status == QUEUED:
-            return f"{self.name}: queued"
-        if self.status == RUNNING:
-            return (f"{self.name}: epoch {max(self.epoch, 1)}/{self.total_epochs}, "
-                    f"{self.progress:.0%}")
-        text = f"{self.name}: {self.status}"
-        if self.message:
-            text += f" ({self.message})"
-        return text
 
 
 class _Progress(Callback):
