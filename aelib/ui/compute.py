@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from .. import explore, scoring
+from .. import checkpoints, explore, scoring
 from ..models import batch_size_for
 from .choices import ModelChoice
 from .sources import Images
@@ -128,3 +128,10 @@ def ensemble(
     """Scores of an ensemble of detectors (the recommended detector), standardised on ``normal``."""
     dets = [scoring.AnomalyDetector(m.model, score=s, beta=_beta(m)) for m, s in zip(members, score_names)]
     return scoring.EnsembleDetector(dets).fit(normal.tensor).anomaly_scores(images.tensor)
+
+
+@st.cache_data(max_entries=16, show_spinner="Preparing the checkpoint...", hash_funcs=HASH)
+def checkpoint_bytes(m: ModelChoice) -> bytes:
+    """A model's checkpoint file, checked as a load would check it; made once per model, so the
+    download button hands it over at once."""
+    return checkpoints.checked_bytes(m.model, m.meta)

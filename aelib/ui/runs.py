@@ -167,10 +167,6 @@ def table(runs: list[Run]) -> pd.DataFrame:
     )
 
 
-def to_bytes(run: Run) -> bytes:
-    return checkpoints.checked_bytes(run.model, run.meta)
-
-
 def remove(run: Run) -> None:
     """The session lets go of a finished run (its model is freed)."""
     state.manager().forget(run)

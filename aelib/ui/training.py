@@ -7,9 +7,19 @@ import json
 
 import streamlit as st
 
+from .. import checkpoints
 from ..errors import AelibError
-from . import runs, settings, state
+from . import choices, compute, runs, settings, state
 from .sidebar import Frame
+
+EAGER_BYTES = 16 * 2**20  # checkpoints up to this size are made with the page, so a click downloads at once
+
+
+def _checkpoint_data(run):
+    """The download button's data: the cached file of a small model; a big one is made on the click."""
+    if sum(p.numel() * p.element_size() for p in run.model.parameters()) <= EAGER_BYTES:
+        return compute.checkpoint_bytes(choices.of_run(run))
+    return lambda: checkpoints.checked_bytes(run.model, run.meta)
 
 
 def session_runs_panel() -> None:
@@ -38,7 +48,7 @@ def session_runs_panel() -> None:
             c1, c2, c3, c4 = st.columns(4)
             c1.download_button(
                 "Download .safetensors",
-                lambda: runs.to_bytes(run),
+                _checkpoint_data(run),
                 file_name=f"{run.name}.safetensors",
                 mime="application/octet-stream",
                 key="aelib.t_dl",
