@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from .models import build, get_config
 from .recipes import RECIPE, RECIPE_TARGET_MSE, fast_config
-from .recipes import with_fast_mode as with_fast_mode  # the Training page's old import; moved to recipes
 from .train import TrainConfig, fit
 
 
