@@ -156,7 +156,7 @@ def _checkpoint_out(out: str) -> Path:
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     from .models import build, count_parameters, get_config
-    from .recipes import train_config_for
+    from .recipes import KERAS_IMAGES, KERAS_SMALL_DATA, keras_small_data, train_config_for
     from .train import PrintCallback, collapse_message, fit, resolve_device
 
     log = print if rank == 0 else (lambda *a, **k: None)
@@ -168,11 +168,17 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     cfg = get_config(args.model, in_shape=train.shape, latent=args.latent, output_range=output_range)
     model = build(cfg, seed=args.seed)
     # The model's starting values (aelib.recipes), with what the user gave.
-    tcfg = train_config_for(args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    tcfg = train_config_for(args.model, len(train), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             schedule=args.schedule, beta=args.beta, seed=args.seed, loss=args.loss,
                             noise=args.noise, noise_level=args.noise_level, threads=args.threads,
                             device=device, amp=args.amp)
     tcfg.validate()
+    if keras_small_data(args.model, len(train)) and not args.fast:
+        k = KERAS_SMALL_DATA
+        log(f"note: fewer than {KERAS_IMAGES:,} training images, so mnist_keras starts from batch "
+            f"{k.batch_size}, {k.epochs} epochs, one-cycle {k.lr:g} instead of the Keras recipe (too few "
+            "updates to learn here); --epochs 12 --batch-size 300 --lr 1.5e-3 --schedule constant runs "
+            "the recipe", flush=True)
     if args.fast:  # the whole fast-mode schedule; data, seed, loss, noise and device stay the user's
         from .recipes import with_fast_mode
 

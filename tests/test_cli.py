@@ -131,6 +131,7 @@ def test_train_starts_from_the_models_defaults_and_warns_when_it_learned_nothing
     assert (tc["epochs"], tc["lr"], tc["batch_size"], tc["schedule"], tc["warmup"]) == \
         (1, 1e-9, 128, "onecycle", 0.5)  # the rest from aelib.recipes.default_train_config("conv")
     assert main(["train", "--dataset", str(npy), "--model", "mnist_keras", "--output-range", "unit",
-                 "--epochs", "1", "--schedule", "onecycle", "--out", str(out), "--quiet"]) == 0
+                 "--epochs", "1", "--schedule", "constant", "--out", str(out), "--quiet"]) == 0
+    assert "instead of the Keras recipe" in capsys.readouterr().out  # a small set: said, not silent
     tc = checkpoints.load(out).meta["train"]
-    assert (tc["batch_size"], tc["lr"], tc["schedule"], tc["warmup"]) == (300, 1.5e-3, "onecycle", 0.25)
+    assert (tc["batch_size"], tc["lr"], tc["schedule"], tc["betas"]) == (64, 1e-2, "constant", [0.9, 0.999])

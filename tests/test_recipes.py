@@ -10,6 +10,8 @@ from aelib.errors import ConfigError
 from aelib.models import DEFAULTS, PRESETS, build, get_config
 from aelib.recipes import (
     QUICK_BUDGET,
+    KERAS_IMAGES,
+    KERAS_SMALL_DATA,
     QUICK_IMAGES,
     RECIPE,
     default_train_config,
@@ -27,6 +29,8 @@ def test_every_model_has_valid_starting_values(arch):
     cfg.validate()
     if arch == "mnist_keras":
         assert cfg == RECIPE
+    elif arch == "face_vae":  # the VAE family's schedule, a per-pixel KL weight (not the reference's 1)
+        assert cfg == replace(default_train_config("vae"), beta=1 / (3 * 64 * 64))
     elif arch in PRESETS:
         assert cfg == TrainConfig()
     else:
@@ -43,6 +47,13 @@ def test_user_choices_on_top_of_the_defaults():
     assert (keras.batch_size, keras.warmup, keras.div_factor) == (300, 0.25, 25.0)
     same = train_config_for("vae", schedule="onecycle")
     assert same == default_train_config("vae")
+
+
+@pytest.mark.parametrize("n_images,expected", [(None, RECIPE), (60_000, RECIPE), (KERAS_IMAGES, RECIPE),
+                                               (KERAS_IMAGES - 1, KERAS_SMALL_DATA), (8000, KERAS_SMALL_DATA)])
+def test_keras_preset_starts_from_the_recipe_only_on_data_of_its_size(n_images, expected):
+    assert default_train_config("mnist_keras", n_images) == expected
+    assert default_train_config("conv", n_images) == default_train_config("conv")  # others: no change
 
 
 def test_unknown_model_is_a_config_error():

@@ -10,7 +10,15 @@ from pathlib import Path
 import streamlit as st
 
 from ..models import PRESETS, ModelConfig, default_beta, get_config
-from ..recipes import default_train_config, fast_config, train_config_for, with_fast_mode
+from ..recipes import (
+    KERAS_IMAGES,
+    RECIPE,
+    default_train_config,
+    fast_config,
+    keras_small_data,
+    train_config_for,
+    with_fast_mode,
+)
 from ..train import TrainConfig
 from .choices import ModelChoice
 from .sources import ImageSet
@@ -30,8 +38,8 @@ class TrainingPlan:
     subset: int
 
 
-def _starting(arch: str, fast: bool) -> TrainConfig:
-    return fast_config(target=None) if fast else default_train_config(arch)
+def _starting(arch: str, fast: bool, n_images: int) -> TrainConfig:
+    return fast_config(target=None) if fast else default_train_config(arch, n_images)
 
 
 def training_form(data: ImageSet) -> TrainingPlan:
@@ -53,8 +61,37 @@ def training_form(data: ImageSet) -> TrainingPlan:
         help="aelib's fast mode for this recipe: a shorter one-cycle schedule with smaller batches that "
         "reaches the recipe's validation MSE in about a third of its time (README, 'Measured results').",
     )
-    start = _starting(arch, fast)
-    mode = "_fast" if fast else ""  # fast mode shows its own values, fixed
+    # How many images comes first: the Keras preset's starting values depend on it.
+    n_train = len(data.train)
+    # One field per dataset: a count chosen for one set of images never carries over to another.
+    subset_key = "aelib.t_subset_" + (data.builtin or hashlib.sha1(data.key.encode()).hexdigest()[:8])
+    subset = int(
+        st.number_input(
+            "Training images",
+            1,
+            n_train,
+            step=500,
+            value=kept(subset_key, min(n_train, 10_000), lo=1, hi=n_train),
+            key=subset_key,
+            help="The first N training images; fewer train faster.",
+        )
+    )
+    small = not fast and keras_small_data(arch, subset)
+    start = _starting(arch, fast, subset)
+    # fast mode shows its own values, fixed; the preset's small-data values are their own fields
+    mode = "_fast" if fast else "_small" if small else ""
+    if small:
+        st.caption(
+            f"Fewer than {KERAS_IMAGES:,} training images: the Keras recipe's {RECIPE.epochs} epochs at "
+            f"batch {RECIPE.batch_size} make too few updates to learn here, so this preset starts from "
+            f"batch {start.batch_size}, {start.epochs} epochs, one-cycle {start.lr:g}. Set the recipe's "
+            "values below to run it exactly."
+        )
+    elif fast and keras_small_data(arch, subset):
+        st.caption(
+            f"Fast mode was tuned on 60,000 images; on fewer than {KERAS_IMAGES:,} it learns less than "
+            "the preset's own small-data values (turn it off)."
+        )
     c1, c2 = st.columns(2)
     if base.latent is None:
         c1.text_input("Latent size", f"feature map {base.hidden[-1]}x..", disabled=True)
@@ -94,10 +131,10 @@ def training_form(data: ImageSet) -> TrainingPlan:
         step=0.1,
         key="aelib.t_beta",
         format="%.5g",
-        placeholder=f"auto: {default_beta(base):.3g}",
+        placeholder=f"auto: {default_beta(base) if start.beta is None else start.beta:.3g}",
         disabled=base.family != "vae",
-        help="VAE only. Empty: 1 / pixels (1 for the face_vae reference preset), which "
-        "keeps the KL from swamping a per-pixel MSE.",
+        help="VAE only. Empty: 1 / pixels, which keeps the KL from swamping a per-pixel MSE. "
+        "The face_vae reference used 1; with its ReLU variance head that stays at the mean image.",
     )
     c1, c2 = st.columns(2)
     noise = c1.selectbox(
@@ -119,20 +156,6 @@ def training_form(data: ImageSet) -> TrainingPlan:
             help="Gaussian: sigma in pixel units. Mask: fraction of pixels set to 0 or 1.",
         )
     )
-    n_train = len(data.train)
-    # One field per dataset: a count chosen for one set of images never carries over to another.
-    subset_key = "aelib.t_subset_" + (data.builtin or hashlib.sha1(data.key.encode()).hexdigest()[:8])
-    subset = int(
-        st.number_input(
-            "Training images",
-            1,
-            n_train,
-            step=500,
-            value=kept(subset_key, min(n_train, 10_000), lo=1, hi=n_train),
-            key=subset_key,
-            help="The first N training images; fewer train faster.",
-        )
-    )
     cfg = base.replace(latent=latent)
     prefix = data.builtin or Path(data.title).stem
     default_name = f"{prefix}-{arch}-{'z' + str(latent) if latent else 'map'}" + (
@@ -146,6 +169,7 @@ def training_form(data: ImageSet) -> TrainingPlan:
     )
     tc = train_config_for(
         arch,
+        subset,
         epochs=epochs,
         batch_size=batch,
         lr=lr,
