@@ -168,9 +168,9 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     cfg = get_config(args.model, in_shape=train.shape, latent=args.latent, output_range=output_range)
     model = build(cfg, seed=args.seed)
     # The model's starting values (aelib.recipes), with what the user gave.
-    tcfg = train_config_for(args.model, len(train), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            schedule=args.schedule, beta=args.beta, seed=args.seed, loss=args.loss,
-                            noise=args.noise, noise_level=args.noise_level, threads=args.threads,
+    tcfg = train_config_for(args.model, len(train), epochs=args.epochs, batch_size=args.batch_size,
+                            lr=args.lr, schedule=args.schedule, beta=args.beta, seed=args.seed,
+                            loss=args.loss, noise=args.noise, noise_level=args.noise_level, threads=args.threads,
                             device=device, amp=args.amp)
     tcfg.validate()
     if keras_small_data(args.model, len(train)) and not args.fast:

@@ -161,7 +161,8 @@ def test_fast_mode_and_one_cycle_schedule_reach_the_run(env):
     at = goto(new_app(), "training")
     at.selectbox(key="aelib.t_model").set_value("mnist_keras").run()
     # A small set: the preset's small-data start, said on the page (the recipe needs ~60,000 images)
-    shown = {k: at.number_input(key=f"aelib.t_{k}_mnist_keras_small").value for k in ("epochs", "batch", "lr")}
+    shown = {k: at.number_input(key=f"aelib.t_{k}_mnist_keras_small").value
+             for k in ("epochs", "batch", "lr")}
     assert shown == {"epochs": 8, "batch": 64, "lr": 0.01}
     assert at.selectbox(key="aelib.t_schedule_mnist_keras_small").value == "onecycle"
     assert any("too few updates" in c.value for c in at.caption)

@@ -9,9 +9,9 @@ import pytest
 from aelib.errors import ConfigError
 from aelib.models import DEFAULTS, PRESETS, build, get_config
 from aelib.recipes import (
-    QUICK_BUDGET,
     KERAS_IMAGES,
     KERAS_SMALL_DATA,
+    QUICK_BUDGET,
     QUICK_IMAGES,
     RECIPE,
     default_train_config,
@@ -49,8 +49,9 @@ def test_user_choices_on_top_of_the_defaults():
     assert same == default_train_config("vae")
 
 
-@pytest.mark.parametrize("n_images,expected", [(None, RECIPE), (60_000, RECIPE), (KERAS_IMAGES, RECIPE),
-                                               (KERAS_IMAGES - 1, KERAS_SMALL_DATA), (8000, KERAS_SMALL_DATA)])
+@pytest.mark.parametrize("n_images,expected", [
+    (None, RECIPE), (60_000, RECIPE), (KERAS_IMAGES, RECIPE),
+    (KERAS_IMAGES - 1, KERAS_SMALL_DATA), (8000, KERAS_SMALL_DATA)])
 def test_keras_preset_starts_from_the_recipe_only_on_data_of_its_size(n_images, expected):
     assert default_train_config("mnist_keras", n_images) == expected
     assert default_train_config("conv", n_images) == default_train_config("conv")  # others: no change
