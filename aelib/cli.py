@@ -170,8 +170,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     # The model's starting values (aelib.recipes), with what the user gave.
     tcfg = train_config_for(args.model, len(train), epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, schedule=args.schedule, beta=args.beta, seed=args.seed,
-                            loss=args.loss, noise=args.noise, noise_level=args.noise_level, threads=args.threads,
-                            device=device, amp=args.amp)
+                            loss=args.loss, noise=args.noise, noise_level=args.noise_level,
+                            threads=args.threads, device=device, amp=args.amp)
     tcfg.validate()
     if keras_small_data(args.model, len(train)) and not args.fast:
         k = KERAS_SMALL_DATA
