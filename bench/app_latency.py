@@ -33,7 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aelib import cache, checkpoints, explore, scoring  # noqa: E402
+from aelib import checkpoints, explore, scoring  # noqa: E402
+from aelib.ui import draw, settings  # noqa: E402
 from aelib.data import load_splits, one_class_split  # noqa: E402
 from aelib.models import build, get_config  # noqa: E402
 
@@ -65,7 +66,7 @@ def main() -> None:
     from streamlit.elements.lib.layout_utils import LayoutConfig
     from streamlit.proto.Image_pb2 import ImageList
 
-    torch.set_num_threads(cache.UI_THREADS)  # what the dashboard's script thread uses
+    torch.set_num_threads(settings.ui_threads())  # what the dashboard's script thread uses
     name = "fashion-mnist" if Path(args.data_root, "FashionMNIST", "raw").is_dir() else "mnist"
     train, test = load_splits(name, root=args.data_root, download=False)
     shape = test.shape
@@ -83,7 +84,7 @@ def main() -> None:
 
     def scrub(i: int) -> None:  # the fragment body: pick a frame, display transform, st.image encoding
         frame = fine[int(round(ts[i] * (len(fine) - 1)))]
-        img = cache.for_display(frame[None], True, 8)[0]
+        img = draw.for_display(frame[None], True, 8)[0]
         marshall_images("bench", img, f"t = {ts[i]:.3f}", LayoutConfig(width="stretch"), ImageList(),
                         clamp=False)
 
