@@ -28,11 +28,10 @@ ONE_CYCLE = {"schedule": "onecycle", "warmup": 0.5, "div_factor": 10.0, "final_d
 RECIPE = TrainConfig(epochs=12, batch_size=300, lr=1.5e-3, eps=1e-7)
 RECIPE_TARGET_MSE = 0.0137
 
-# The recipe's 12 epochs at batch 300 were made for MNIST's 60,000 training images. On far fewer,
-# they make too few updates: on the 8,000-image MNIST subset the recipe ends at val MSE 0.044-0.055
-# over seeds 0-9, against 0.068 for the mean image (bench/defaults.py). Below KERAS_IMAGES the
-# preset starts from smaller batches and a one-cycle peak instead: 0.019-0.021 on those seeds, in
-# 0.9x the recipe's time (same run; README "Defaults that learn").
+# The recipe's 12 epochs at batch 300 were made for MNIST's 60,000 training images; on far fewer
+# they make too few updates to get far from the mean image. Below KERAS_IMAGES the preset starts
+# from smaller batches and a one-cycle peak instead, at about the recipe's time (figures:
+# bench/defaults.py, README "Starting values").
 KERAS_IMAGES = 50_000
 KERAS_SMALL_DATA = TrainConfig(epochs=8, batch_size=64, lr=1e-2, **ONE_CYCLE)
 
@@ -87,9 +86,8 @@ def default_train_config(arch: str, n_images: int | None = None) -> TrainConfig:
         return replace(FAMILY_TRAINING[arch])
     if arch == "face_vae":
         # The reference's KL weight 1 with its ReLU log-variance head (variance >= 1) leaves the
-        # preset above the mean image on every seed tried (64x64 colour set, 3,000 images, 10
-        # epochs: val MSE 0.168-0.178 against 0.140); so does 0.01. The VAE family's schedule with
-        # the per-pixel weight 1/pixels reaches 0.022-0.026 (bench/defaults.py). Beta 1 on the
+        # preset at the mean image; the VAE family's schedule with the per-pixel weight 1/pixels
+        # learns, though not yet evenly on every seed (README "Starting values"). Beta 1 on the
         # Training page, or --beta 1, trains it as the reference did.
         return replace(FAMILY_TRAINING["vae"], beta=1.0 / PRESETS[arch].n_pixels)
     if arch in PRESETS:
