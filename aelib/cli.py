@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_number(0, positive=True), default=None,
                    help="peak learning rate (default: the model's; 3e-3 for the families)")
     p.add_argument("--beta", type=_number(0), default=None,
-                   help="KL weight (VAE; default 1/n_pixels, 1 for the face_vae reference preset)")
+                   help="KL weight (VAE; default 1/n_pixels; the face_vae reference used 1)")
     p.add_argument("--loss", choices=["mse", "bce"], default="mse")
     p.add_argument("--schedule", choices=["constant", "onecycle"], default=None,
                    help="default: the model's (one-cycle, half the steps warming up, for the families; "

@@ -16,6 +16,16 @@ Rules the manager enforces
 * Stop (:meth:`TrainingManager.stop`) is checked every batch; the model keeps the weights it had
   (``"stopped"``), and is usable like a finished one.
 
+Where the training runs. On Linux, on the CPU, each run trains in a forked child process
+(``AELIB_TRAIN_PROCESS=0`` keeps it in the worker thread): the server's Python threads (page
+reruns, fragments, websockets) and the training loop then never wait on one interpreter lock.
+In one process they do: a training step is many short torch calls, each giving the lock up and
+waiting to get it back, so a busy page slows training several-fold, and on a slow machine a run
+that takes seconds alone took minutes under a watching page. The child gets the data and the run
+by fork (copy-on-write, nothing re-read or pickled), sends per-epoch logs and its final weights
+(safetensors bytes) back over a pipe, and stops at the next batch when told to; the worker
+thread that waits on it does what it did before (progress, stop checks, the finished model).
+
 Torch threads. ``torch.set_num_threads`` is called once, with 1, at the start of each worker
 thread, and ``fit`` gets ``threads=None`` so it does not flip the setting per run. With an OpenMP
 backend the setting is per OS thread, so the UI keeps its own; the dashboard drops its inference
@@ -43,25 +53,31 @@ with a sentence (:meth:`TrainingManager.forget` releases one) instead of droppin
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
 import logging
 import math
+import multiprocessing
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import safetensors.torch
 import torch
 from torch import nn
 
 from .checkpoints import make_metadata
 from .errors import AelibError, ConfigError
 from .models import ModelConfig, build, count_parameters
-from .train import Callback, FitResult, History, TrainConfig, collapse_message, fit
+from .train import Callback, FitResult, History, TrainConfig, collapse_message, fit, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +99,13 @@ def default_max_runs() -> int:
         return max(1, int(raw)) if raw else 1
     except ValueError:
         return 1
+
+
+def default_processes() -> bool:
+    """Whether runs train in a forked child process: on Linux unless ``AELIB_TRAIN_PROCESS=0``."""
+    if os.environ.get("AELIB_TRAIN_PROCESS", "").strip() == "0":
+        return False
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 def run_key(model_config: ModelConfig, train_config: TrainConfig, data_key: str) -> str:
@@ -194,7 +217,8 @@ class TrainingManager:
 
     def __init__(self, max_runs: int | None = None, *, max_queued_per_session: int = 8,
                  keep_finished: int = 24, max_held_per_session: int = 24, session_timeout_s: float = 30.0,
-                 grace_s: float = 5.0, poll_s: float = 0.5, threads_per_run: int = 1):
+                 grace_s: float = 5.0, poll_s: float = 0.5, threads_per_run: int = 1,
+                 processes: bool | None = None):
         self.max_runs = max(1, int(max_runs if max_runs is not None else default_max_runs()))
         self.max_queued_per_session = max_queued_per_session
         self.keep_finished = keep_finished
@@ -203,6 +227,7 @@ class TrainingManager:
         self.grace_s = grace_s
         self.poll_s = poll_s
         self.threads_per_run = threads_per_run
+        self.processes = default_processes() if processes is None else bool(processes)
         self._lock = threading.RLock()
         self._runs: dict[str, Run] = {}  # insertion order = submission order
         self._workers: set[threading.Thread] = set()
@@ -483,24 +508,30 @@ class TrainingManager:
         model: nn.Module | None = None
         status, message = FAILED, ""
         try:
-            model = build(run.model_config, seed=tc.seed)
-            result: FitResult = fit(model, run.train_images, run.val_images, tc, callbacks=[_Progress(run)],
-                                    stop=lambda: self._should_stop(run, state))
+            if self.processes and resolve_device(tc.device).type == "cpu":
+                model, reason = self._fit_in_child(run, tc, state)
+            else:
+                model = build(run.model_config, seed=tc.seed)
+                result: FitResult = fit(model, run.train_images, run.val_images, tc, callbacks=[_Progress(run)],
+                                        stop=lambda: self._should_stop(run, state))
+                reason = result.reason
         except AelibError as exc:  # diverged (last good weights kept) or a config problem
             message = str(exc)
+            model = getattr(exc, "trained_model", model)
             if not run.epochs:
                 model = None
         except Exception as exc:  # noqa: BLE001 - report it on the run instead of dying silently
             log.exception("training run %s failed", run.id)
-            message = f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, _ChildFailed) else f"{type(exc).__name__}: {exc}"
             model = None
         else:
-            if result.reason == "stopped":
+            if reason == "stopped":
                 status, message = STOPPED, run.stop_reason or "stopped"
             else:
-                status, message = DONE, "" if result.reason == "completed" else result.reason
-                if result.history.collapsed:
-                    message = collapse_message(result.history.val_mse[-1], result.history.baseline)
+                status, message = DONE, "" if reason == "completed" else reason
+                hist = run.history()
+                if hist.collapsed:
+                    message = collapse_message(hist.val_mse[-1], hist.baseline)
         if model is not None:
             hist = run.history()
             metrics = {"val_mse": run.final_val_mse, "parameters": count_parameters(model),
@@ -510,6 +541,129 @@ class TrainingManager:
                                      metrics=metrics, extra={"run_id": run.id, "status": status, **run.tags})
         with self._lock:
             self._finish(run, status, message, model)
+
+
+    def _fit_in_child(self, run: Run, tc: TrainConfig, state: dict) -> tuple[nn.Module | None, str]:
+        """``fit`` in a forked child; (the trained model, fit's reason). Raises what fit raised
+        (an AelibError carries the model it kept as ``.trained_model``), or a WorkerError if the
+        child died."""
+        _warm_for_children()
+        ctx = multiprocessing.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        stop = ctx.Event()
+        child = ctx.Process(target=_child_fit, args=(send, stop, run, tc, self.threads_per_run),
+                            name=f"aelib-train-{run.id}", daemon=True)
+        child.start()
+        send.close()
+        end: dict | None = None
+        blob: bytes | None = None
+        stop_sent: float | None = None
+        try:
+            while end is None:
+                if stop_sent is None and self._should_stop(run, state):
+                    stop.set()
+                    stop_sent = time.monotonic()
+                if stop_sent is not None and time.monotonic() - stop_sent > max(10.0, 4 * self.grace_s):
+                    break  # told to stop and still busy: killed below
+                if not receive.poll(min(self.poll_s, 0.25)):
+                    if not child.is_alive() and not receive.poll():
+                        break
+                    continue
+                try:
+                    msg = json.loads(receive.recv_bytes())
+                    if msg.get("state"):
+                        blob = receive.recv_bytes()
+                except (EOFError, OSError):
+                    break
+                kind = msg["kind"]
+                if kind == "begin":
+                    run.steps = msg["steps"]
+                elif kind == "batch":
+                    run.epoch, run.step = msg["epoch"], msg["step"]
+                elif kind == "epoch":
+                    run.epochs.append(msg["logs"])
+                else:
+                    end = msg
+        finally:
+            receive.close()
+            child.join(timeout=5)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        model = None
+        if blob is not None:
+            model = build(run.model_config, seed=tc.seed)
+            model.load_state_dict(safetensors.torch.load(blob))
+            model.eval()
+        if end is None:
+            if stop_sent is not None:
+                return None, "stopped"
+            raise WorkerError(f"The training process ended without a result (exit code {child.exitcode}); "
+                              f"it may have run out of memory.")
+        if end["kind"] == "failed":
+            if not end.get("aelib"):
+                raise _ChildFailed(end["message"])
+            err = AelibError(end["message"])
+            err.trained_model = model
+            raise err
+        return model, end["reason"]
+
+
+@functools.cache
+def _warm_for_children() -> None:
+    """Do here, once, what every fit's first optimiser does on first use (torch imports
+    torch._dynamo then, ~1 s): a child forked after it inherits the import instead of redoing it."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
+class _ChildFailed(Exception):
+    """An unexpected error inside the child; its message already names the exception type."""
+
+
+def _child_fit(conn, stop, run: Run, tc: TrainConfig, threads: int) -> None:
+    """The forked child's side of :meth:`TrainingManager._fit_in_child`."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the server's handlers are not this process's
+        signal.signal(sig, signal.SIG_DFL)
+    try:  # die with the server's worker thread, even if it is killed; a closed pipe also ends us
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    torch.set_num_threads(threads)
+
+    def send(kind: str, blob: bytes | None = None, **fields) -> None:
+        conn.send_bytes(json.dumps({"kind": kind, "state": blob is not None, **fields}).encode())
+        if blob is not None:
+            conn.send_bytes(blob)
+
+    class Progress(Callback):
+        last = 0.0
+
+        def on_train_begin(self, total_epochs: int, steps_per_epoch: int) -> None:
+            send("begin", steps=steps_per_epoch)
+
+        def on_batch_end(self, epoch: int, step: int, steps_per_epoch: int, loss: float) -> None:
+            now = time.monotonic()
+            if now - self.last >= 0.2 or step == steps_per_epoch:
+                self.last = now
+                send("batch", epoch=epoch, step=step)
+
+        def on_epoch_end(self, epoch: int, logs: dict) -> None:
+            send("epoch", logs=dict(logs))
+
+    def weights(model: nn.Module) -> bytes:
+        return safetensors.torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
+
+    model = None
+    try:
+        model = build(run.model_config, seed=tc.seed)
+        result = fit(model, run.train_images, run.val_images, tc, callbacks=[Progress()], stop=stop.is_set)
+        send("done", weights(model), reason=result.reason)
+    except AelibError as exc:  # diverged: fit put the last good weights back
+        send("failed", weights(model) if model is not None else None, message=str(exc), aelib=True)
+    except Exception as exc:  # noqa: BLE001 - said on the run by the parent
+        send("failed", message=f"{type(exc).__name__}: {exc}", aelib=False)
+    finally:
+        conn.close()
 
 
 _MANAGER: TrainingManager | None = None

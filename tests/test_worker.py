@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 
@@ -10,7 +12,8 @@ import torch
 
 from aelib.models import get_config
 from aelib.train import TrainConfig
-from aelib.worker import DONE, QUEUED, RUNNING, STOPPED, TrainingManager, WorkerError, run_key
+from aelib.worker import (DONE, QUEUED, RUNNING, STOPPED, TrainingManager, WorkerError, default_processes,
+                          run_key)
 
 SHAPE = (1, 28, 28)
 
@@ -213,3 +216,57 @@ def test_a_run_that_learned_nothing_says_so(manager, images):
     assert "learned nothing image-specific" in run.message and "mean training image" in run.message
     assert run.history().baseline is not None and run.history().collapsed
     assert run.meta["history"]["mean_image_mse"] == [run.history().baseline]
+
+
+# ---- the forked child (the default on Linux) ----------------------------------------------------
+
+needs_fork = pytest.mark.skipif(not default_processes(), reason="runs train in a child only on Linux")
+
+
+@needs_fork
+def test_a_run_in_a_child_gives_the_same_model_as_in_a_thread(images):
+    """The child is a fork of this process running the same fit: same weights, same history."""
+    tc = TrainConfig(epochs=2, batch_size=64, seed=3)
+    runs = {}
+    for processes in (False, True):
+        m = TrainingManager(max_runs=1, poll_s=0.05, session_timeout_s=60, processes=processes)
+        runs[processes] = m.submit("s", _cfg(), images, images[:64], tc, data_key="rand256")
+        assert m.wait(runs[processes], 60) and m.shutdown(20)
+    thread, child = runs[False], runs[True]
+    assert child.status == thread.status == DONE
+    assert child.history().val_mse == thread.history().val_mse
+    assert child.history().train_loss == thread.history().train_loss
+    for (k, a), b in zip(thread.model.state_dict().items(), child.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@needs_fork
+def test_the_run_trains_in_another_process(images, monkeypatch, tmp_path):
+    """Page reruns hold this interpreter's lock; a run training here would wait on them."""
+    import aelib.worker as worker
+
+    real_fit, where = worker.fit, tmp_path / "pid"
+
+    def fit(*args, **kwargs):
+        where.write_text(str(os.getpid()))
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "fit", fit)  # the fork inherits the patch
+    m = TrainingManager(max_runs=1, poll_s=0.05, session_timeout_s=60)
+    run = m.submit("s", _cfg(), images, images[:64], TrainConfig(epochs=1, batch_size=64), data_key="pid")
+    assert m.wait(run, 30) and m.shutdown(20)
+    assert run.status == DONE and run.model is not None
+    assert int(where.read_text()) != os.getpid()
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("aelib-train-")]
+
+
+@needs_fork
+def test_a_child_that_dies_fails_its_run_with_a_sentence(images, monkeypatch):
+    import aelib.worker as worker
+
+    monkeypatch.setattr(worker, "fit", lambda *a, **k: os._exit(9))  # the fork inherits the patch
+    m = TrainingManager(max_runs=1, poll_s=0.05, session_timeout_s=60, processes=True)
+    run = m.submit("s", _cfg(), images, None, TrainConfig(epochs=1), data_key="dies")
+    assert m.wait(run, 30) and m.shutdown(20)
+    assert run.status == "failed" and run.model is None
+    assert "ended without a result (exit code 9)" in run.message, run.message
