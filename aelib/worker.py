@@ -77,7 +77,7 @@ from torch import nn
 from .checkpoints import make_metadata
 from .errors import AelibError, ConfigError
 from .models import ModelConfig, build, count_parameters
-from .train import Callback, FitResult, History, TrainConfig, collapse_message, fit, resolve_device
+from .train import Callback, History, TrainConfig, collapse_message, fit, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -512,8 +512,8 @@ class TrainingManager:
                 model, reason = self._fit_in_child(run, tc, state)
             else:
                 model = build(run.model_config, seed=tc.seed)
-                result: FitResult = fit(model, run.train_images, run.val_images, tc, callbacks=[_Progress(run)],
-                                        stop=lambda: self._should_stop(run, state))
+                result = fit(model, run.train_images, run.val_images, tc, callbacks=[_Progress(run)],
+                             stop=lambda: self._should_stop(run, state))
                 reason = result.reason
         except AelibError as exc:  # diverged (last good weights kept) or a config problem
             message = str(exc)

@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aelib import checkpoints, explore, scoring  # noqa: E402
-from aelib.ui import draw, settings  # noqa: E402
 from aelib.data import load_splits, one_class_split  # noqa: E402
 from aelib.models import build, get_config  # noqa: E402
+from aelib.ui import draw, settings  # noqa: E402
 
 
 def _stats(samples_s: list[float]) -> dict:

@@ -74,8 +74,8 @@ def main() -> None:
                 s, v = one_run(images, val, args.epochs, processes, busy, f"r{r}-{busy}-{processes}")
                 rows.append({"round": r, "busy": busy, "processes": processes, "seconds": round(s, 3),
                              "val_mse": v})
-                print(f"round {r}  {'busy' if busy else 'idle'}  {'child process' if processes else 'thread':13s}"
-                      f"  {s:6.2f} s  val MSE {v:.5f}")
+                mode = "child process" if processes else "thread"
+                print(f"round {r}  {'busy' if busy else 'idle'}  {mode:13s}  {s:6.2f} s  val MSE {v:.5f}")
     best = {(b, p): min(x["seconds"] for x in rows if x["busy"] == b and x["processes"] == p)
             for b in (False, True) for p in (False, True)}
     mses = {(x["round"], x["busy"]): [] for x in rows}

@@ -12,8 +12,16 @@ import torch
 
 from aelib.models import get_config
 from aelib.train import TrainConfig
-from aelib.worker import (DONE, QUEUED, RUNNING, STOPPED, TrainingManager, WorkerError, default_processes,
-                          run_key)
+from aelib.worker import (
+    DONE,
+    QUEUED,
+    RUNNING,
+    STOPPED,
+    TrainingManager,
+    WorkerError,
+    default_processes,
+    run_key,
+)
 
 SHAPE = (1, 28, 28)
 
