@@ -1,4 +1,5 @@
-"""Background training: ``aelib.train.fit`` in daemon threads, owned by sessions, bounded.
+"""Background training: ``aelib.train.fit`` run from daemon threads (in a forked child process
+on Linux), owned by sessions, bounded.
 
 A Streamlit script is interrupted whenever its user touches a widget or switches page, so the
 dashboard never trains inside a script run. It hands a run to the process-wide
@@ -209,7 +210,7 @@ class _Progress(Callback):
 
 
 class TrainingManager:
-    """Runs ``fit`` in background daemon threads: bounded, queued, stoppable, session-owned.
+    """Runs ``fit`` from background daemon threads: bounded, queued, stoppable, session-owned.
 
     Worker threads exist only while there is work: each takes runs off the queue until nothing
     it may start is left, then exits, so an idle manager holds no thread.
