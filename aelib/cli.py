@@ -407,11 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the model's (aelib.recipes.default_train_config: 10; 8 for vae, "
                         "12 for mnist_keras)")
     p.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None,
-                   help="default: the model's (128; 64 for vae, 300 for mnist_keras)")
+                   help="default: the model's (128; 64 for vae, 32 for face_vae, 300 for mnist_keras)")
     p.add_argument("--lr", type=_number(0, positive=True), default=None,
                    help="peak learning rate (default: the model's; 3e-3 for the families)")
     p.add_argument("--beta", type=_number(0), default=None,
-                   help="KL weight (VAE; default 1/n_pixels; the face_vae reference used 1)")
+                   help="KL weight (VAE; default 1/n_pixels; face_vae 0.1/n_pixels, its reference 1)")
     p.add_argument("--loss", choices=["mse", "bce"], default="mse")
     p.add_argument("--schedule", choices=["constant", "onecycle"], default=None,
                    help="default: the model's (one-cycle, half the steps warming up, for the families; "
