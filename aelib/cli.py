@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the model's (aelib.recipes.default_train_config: 10; 8 for vae, "
                         "12 for mnist_keras)")
     p.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None,
-                   help="default: the model's (128; 64 for vae, 32 for face_vae, 300 for mnist_keras)")
+                   help="default: the model's (128; 64 for vae and face_conv, 32 for face_vae, "
+                        "300 for mnist_keras)")
     p.add_argument("--lr", type=_number(0, positive=True), default=None,
                    help="peak learning rate (default: the model's; 3e-3 for the families)")
     p.add_argument("--beta", type=_number(0), default=None,

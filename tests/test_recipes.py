@@ -32,6 +32,8 @@ def test_every_model_has_valid_starting_values(arch):
     elif arch == "face_vae":  # the VAE family's schedule at batch 32, a tenth of the per-pixel KL weight
         assert cfg == replace(default_train_config("vae"), batch_size=32, beta=0.1 / (3 * 64 * 64))
         assert cfg.beta < 1  # not the reference's 1
+    elif arch == "face_conv":  # TrainConfig's constant 1e-3, at batch 64
+        assert cfg == TrainConfig(batch_size=64)
     elif arch in PRESETS:
         assert cfg == TrainConfig()
     else:
