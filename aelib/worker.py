@@ -71,8 +71,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import safetensors.torch
 import torch
+from safetensors.torch import load as weights_from_bytes
+from safetensors.torch import save as weights_to_bytes
 from torch import nn
 
 from .checkpoints import make_metadata
@@ -594,7 +595,7 @@ class TrainingManager:
         model = None
         if blob is not None:
             model = build(run.model_config, seed=tc.seed)
-            model.load_state_dict(safetensors.torch.load(blob))
+            model.load_state_dict(weights_from_bytes(blob))
             model.eval()
         if end is None:
             if stop_sent is not None:
@@ -652,7 +653,7 @@ def _child_fit(conn, stop, run: Run, tc: TrainConfig, threads: int) -> None:
             send("epoch", logs=dict(logs))
 
     def weights(model: nn.Module) -> bytes:
-        return safetensors.torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
+        return weights_to_bytes({k: v.detach().contiguous() for k, v in model.state_dict().items()})
 
     model = None
     try:
