@@ -103,6 +103,13 @@ def default_max_runs() -> int:
         return 1
 
 
+# How much lower the training child's CPU priority is than the server's (``AELIB_TRAIN_NICE``, a
+# ``nice`` increment; default 0, the same). A higher value puts pages first, but a run then also
+# yields to every other busy process on the machine (README "Threads").
+_NICE = os.environ.get("AELIB_TRAIN_NICE", "").strip()
+CHILD_NICE = min(int(_NICE), 19) if _NICE.isdigit() else 0
+
+
 def default_processes() -> bool:
     """Whether runs train in a forked child process: on Linux unless ``AELIB_TRAIN_PROCESS=0``."""
     if os.environ.get("AELIB_TRAIN_PROCESS", "").strip() == "0":
@@ -631,6 +638,11 @@ def _child_fit(conn, stop, run: Run, tc: TrainConfig, threads: int) -> None:
     except (OSError, AttributeError):
         pass
     torch.set_num_threads(threads)
+    if CHILD_NICE:
+        try:
+            os.nice(CHILD_NICE)
+        except OSError:
+            pass
 
     def send(kind: str, blob: bytes | None = None, **fields) -> None:
         conn.send_bytes(json.dumps({"kind": kind, "state": blob is not None, **fields}).encode())
