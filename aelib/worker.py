@@ -432,10 +432,13 @@ class TrainingManager:
         self._runs.pop(run.id, None)
 
     def _finish(self, run: Run, status: str, message: str, model: nn.Module | None) -> None:
-        run.status, run.message, run.finished = status, message, time.time()
-        run.train_images = run.val_images = None  # the data is the caller's; release our references
+        # Readers poll without the lock and take a finished status to mean the model is there:
+        # the model, message and end time are written first, the status last.
         if model is not None:
             run.model = model
+        run.message, run.finished = message, time.time()
+        run.status = status
+        run.train_images = run.val_images = None  # the data is the caller's; release our references
         if status == STOPPED and run.stop_reason == "session ended":
             self._drop(run)
         self._evict()

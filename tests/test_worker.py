@@ -278,3 +278,22 @@ def test_a_child_that_dies_fails_its_run_with_a_sentence(images, monkeypatch):
     assert m.wait(run, 30) and m.shutdown(20)
     assert run.status == "failed" and run.model is None
     assert "ended without a result (exit code 9)" in run.message, run.message
+
+
+def test_a_finished_status_is_never_seen_before_its_model(manager, images):
+    """Pages poll runs without the lock: "done" must not be visible while the model is still None."""
+    import aelib.worker as worker
+
+    seen = []
+
+    class Watched(worker.Run):
+        def __setattr__(self, name, value):
+            if name == "status" and value == DONE:
+                seen.append(self.model is not None)
+            super().__setattr__(name, value)
+
+    run = manager.submit("s1", _cfg(), images, images[:64], TrainConfig(epochs=1, batch_size=64),
+                         data_key="watched")
+    run.__class__ = Watched  # before the worker finishes it (one epoch of 256 images takes longer)
+    assert manager.wait(run, 30) and run.status == DONE
+    assert seen == [True]
