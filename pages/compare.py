@@ -19,9 +19,11 @@ if not models:
     st.info("No model with a recorded training history yet: train one on the Training page.")
     st.stop()
 by_id = {m.id: m for m in models}
-default = [m.id for m in models if m.origin == "session"][-4:] or [m.id for m in fr.models if m.id in by_id][
-    :4
-]
+# This session's latest runs; fewer than two are topped up with the sidebar's picks, so there is
+# something to compare.
+default = [m.id for m in models if m.origin == "session"][-4:]
+if len(default) < 2:
+    default += [m.id for m in fr.models if m.id in by_id and m.id not in default][: 4 - len(default)]
 picked = [
     by_id[i]
     for i in st.multiselect(

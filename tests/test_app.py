@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aelib import checkpoints
+from aelib import checkpoints, recipes
 from aelib.data import load_splits
 from aelib.models import build, get_config
 from aelib.train import TrainConfig, fit
@@ -320,6 +320,24 @@ def test_latent_page_maps_with_tsne_slides_dimensions_and_explains_the_plane(env
     sliders[0].set_value(sliders[0].max).run()
     assert not at.exception
     assert "2-D latent" in texts(at.info)  # the decoded plane explains what it needs
+
+
+def test_the_decoded_plane_trains_a_2d_model_from_the_page(env):
+    at = goto(new_app(), "latent")
+    button = next(b for b in at.button if b.key == "aelib.l_plane_train")
+    assert "Train a 2-D" in button.label
+    button.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run = next(r for r in at.session_state["aelib.runs"].values() if r.name.endswith("-z2"))
+    assert run.model_config.latent == 2 and run.model_config.family == "vae"
+    assert run.train_config == recipes.train_config_for("vae", run.dataset["n_train"])  # the page's defaults
+    _wait(run)
+    at.run()
+    z2 = next(o for o in at.selectbox(key="aelib.l_model").options if run.name in o)
+    at.selectbox(key="aelib.l_model").set_value(z2).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "2-D latent" not in texts(at.info)
+    assert at.slider(key="aelib.l_plane_n").value == 12
 
 
 def test_a_2d_vae_gets_the_decoded_plane(env, folders):

@@ -31,7 +31,8 @@ together (``Checks``), so one run tells everything that is wrong along the way.
   all 10 latent-map class colours stand out from the white background.
 - J7 ``test_j7_explore_a_latent_map_a_picture_and_runs_side_by_side``: a click on the latent map
   shows that image with its reconstruction MSE (equal to the MSE recomputed from the shipped
-  checkpoint) and its nearest neighbours; a latent slider redraws the decoded image; an uploaded
+  checkpoint) and its nearest neighbours; a latent slider redraws the decoded image; the Decoded
+  plane tab trains a 2-D VAE from the page, which then draws its plane; an uploaded
   white picture scores above 90% of the normal test images; Compare runs lists what differs.
 - J6b ``test_j6b_fresh_server_navigation``: on a fresh server the very first page's sidebar lists
   Overview first and no file-named entry; /home does not answer "Page not found".
@@ -964,6 +965,28 @@ def test_j7_explore_a_latent_map_a_picture_and_runs_side_by_side(app, mnist, tmp
                 settle(page)
                 after = main(page).locator('[data-testid="stImage"] img').last.get_attribute("src")
                 ck(after != before, "moving a latent slider did not redraw the decoded image")
+
+            # the decoded plane needs a 2-D latent: train one from the page, then draw it
+            page.get_by_role("tab", name="Decoded plane").click()
+            settle(page)
+            train2d = main(page).get_by_role("button", name=re.compile(r"Train a 2-D vae"))
+            if ck(train2d.count() == 1, "no button to train a 2-D model on the Decoded plane tab"):
+                train2d.click()
+                time.sleep(2)
+                ck(training_now(page), "after the click the sidebar does not say the 2-D model is training")
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline and training_now(page):
+                    time.sleep(2)
+                time.sleep(3)
+                settle(page)
+                z2 = [o for o in options(page, "Model", scope=main(page)) if re.match(r"mnist-vae-z2\b", o)]
+                shown = options(page, "Model", scope=main(page))
+                if ck(z2, f"the 2-D model is not in the Model list: {shown}"):
+                    pick(page, "Model", z2[0], scope=main(page))
+                    page.get_by_role("tab", name="Decoded plane").click()
+                    settle(page)
+                    ck(main(page).get_by_text(re.compile(r"12x12 decoded codes")).count(),
+                       "the decoded plane of the 2-D model is not drawn")
 
             nav(page, "Anomaly detection")
             white = tmp_path / "white.png"

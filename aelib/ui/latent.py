@@ -7,14 +7,16 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from .. import explore
-from . import compute, draw
+from .. import explore, recipes
+from ..models import DEFAULTS, get_config
+from . import compute, draw, runs, state
 from .choices import ModelChoice
 from .sources import Images, ImageSet
 from .state import kept
 
 MAP_IMAGES = 2000
 SLIDERS = 8  # dimensions offered as sliders (the most varied first)
+TRAIN_2D_IMAGES = 10_000  # the Training page's default "Training images"
 
 
 def map_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
@@ -152,10 +154,8 @@ def slider_panel(mc: ModelChoice, data: ImageSet, start: Images, tag: str, gray_
 def plane_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
     """For a 2-D latent: the decoded grid over the plane, with the test codes drawn over it."""
     if explore.latent_dim(mc.model) != 2:
-        st.info(
-            "The decoded plane needs a model with a 2-D latent: on the Training page pick a family, set "
-            "Latent size to 2, and train one."
-        )
+        st.info("The decoded plane needs a model with a 2-D latent.")
+        _train_2d(mc, data)
         return
     z = compute.codes(mc, data.test_images.head(MAP_IMAGES))
     lo, hi = np.percentile(z, 1, axis=0), np.percentile(z, 99, axis=0)
@@ -189,3 +189,30 @@ def plane_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
         yaxis_range=[ys[-1], ys[0]],
     )
     c2.plotly_chart(fig, key="aelib.l_plane_codes")
+
+
+def _train_2d(mc: ModelChoice, data: ImageSet) -> None:
+    """A button that trains this model's family with a 2-D latent on the sidebar's images, at the
+    Training page's defaults, in the background; the run joins the Model list when it is done."""
+    family = mc.config.family
+    if family not in DEFAULTS or tuple(mc.config.in_shape) != tuple(data.shape):
+        st.caption("On the Training page, pick a family, set Latent size to 2, and train one.")
+        return
+    active = runs.active_run()
+    if active is not None:
+        st.caption(f"Training **{active.name}** now; a 2-D model can start when it is done.")
+        return
+    n = min(len(data.train), TRAIN_2D_IMAGES)
+    prefix = data.builtin or "data"
+    if st.button(
+        f"Train a 2-D {family} on {n:,} of these images",
+        key="aelib.l_plane_train",
+        icon=":material/model_training:",
+        help="The Training page's defaults for this family, latent size 2; it trains in the "
+        "background (you can switch pages) and appears in the Model list when done.",
+    ):
+        run = runs.start_on(data, get_config(family, tuple(data.shape), latent=2),
+                            recipes.train_config_for(family, n), name=f"{prefix}-{family}-z2", subset=n)
+        # A full rerun, so the sidebar shows the run now and refreshes the model lists when it ends.
+        state.flash(f"Training **{run.name}** in the background; it joins the Model list when it is done.",
+                    "info")
