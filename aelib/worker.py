@@ -541,11 +541,10 @@ class TrainingManager:
                 status, message = STOPPED, run.stop_reason or "stopped"
             else:
                 status, message = DONE, "" if reason == "completed" else reason
-                hist = run.history()
-                if hist.collapsed:
-                    message = collapse_message(hist.val_mse[-1], hist.baseline)
+        hist = run.history()
+        if status == DONE and hist.collapsed:
+            message = collapse_message(hist.val_mse[-1], hist.baseline)
         if model is not None:
-            hist = run.history()
             metrics = {"val_mse": run.final_val_mse, "parameters": count_parameters(model),
                        "seconds": round(run.elapsed, 2)}
             run.meta = make_metadata(model, name=run.name, dataset=run.dataset,
@@ -553,7 +552,6 @@ class TrainingManager:
                                      metrics=metrics, extra={"run_id": run.id, "status": status, **run.tags})
         with self._lock:
             self._finish(run, status, message, model)
-
 
     def _fit_in_child(self, run: Run, tc: TrainConfig, state: dict) -> tuple[nn.Module | None, str]:
         """``fit`` in a forked child; (the trained model, fit's reason). Raises what fit raised
@@ -567,6 +565,7 @@ class TrainingManager:
                             name=f"aelib-train-{run.id}", daemon=True)
         child.start()
         send.close()
+        progress = _Progress(run)
         end: dict | None = None
         blob: bytes | None = None
         stop_sent: float | None = None
@@ -588,12 +587,12 @@ class TrainingManager:
                 except (EOFError, OSError):
                     break
                 kind = msg["kind"]
-                if kind == "begin":
-                    run.steps = msg["steps"]
+                if kind == "begin":  # the child's callback calls, replayed on the run here
+                    progress.on_train_begin(tc.epochs, msg["steps"])
                 elif kind == "batch":
-                    run.epoch, run.step = msg["epoch"], msg["step"]
+                    progress.on_batch_end(msg["epoch"], msg["step"], run.steps, math.nan)
                 elif kind == "epoch":
-                    run.epochs.append(msg["logs"])
+                    progress.on_epoch_end(msg["logs"]["epoch"], msg["logs"])
                 else:
                     end = msg
         finally:
