@@ -16,7 +16,6 @@ from .state import kept
 
 MAP_IMAGES = 2000
 SLIDERS = 8  # dimensions offered as sliders (the most varied first)
-TRAIN_2D_IMAGES = 10_000  # the Training page's default "Training images"
 
 
 def map_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
@@ -202,7 +201,7 @@ def _train_2d(mc: ModelChoice, data: ImageSet) -> None:
     if active is not None:
         st.caption(f"Training **{active.name}** now; a 2-D model can start when it is done.")
         return
-    n = min(len(data.train), TRAIN_2D_IMAGES)
+    n = min(len(data.train), runs.TRAIN_IMAGES)
     prefix = data.builtin or "data"
     if st.button(
         f"Train a 2-D {family} on {n:,} of these images",

@@ -18,6 +18,7 @@ from . import choices, settings, state
 from .sources import Images, ImageSet
 
 VAL_IMAGES = 2000  # validation: the first test images
+TRAIN_IMAGES = 10_000  # training: the first N images, unless the user sets another N
 
 
 def session_runs() -> dict[str, Run]:

@@ -21,6 +21,7 @@ from ..recipes import (
 )
 from ..train import TrainConfig
 from .choices import ModelChoice
+from .runs import TRAIN_IMAGES
 from .sources import ImageSet
 from .state import kept
 
@@ -71,7 +72,7 @@ def training_form(data: ImageSet) -> TrainingPlan:
             1,
             n_train,
             step=500,
-            value=kept(subset_key, min(n_train, 10_000), lo=1, hi=n_train),
+            value=kept(subset_key, min(n_train, TRAIN_IMAGES), lo=1, hi=n_train),
             key=subset_key,
             help="The first N training images; fewer train faster.",
         )
