@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", choices=["gaussian", "mask"], default=None, help="denoising mode")
     p.add_argument("--noise-level", type=_number(0), default=0.0)
     p.add_argument("--seed", type=_whole(0, MAX_SEED), default=0)
-    p.add_argument("--threads", type=_whole(1, 1024), default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=_whole(1, 1024), default=None,
+                   help="torch threads (default: the cores not busy with other work, at most torch's default)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast (for GPUs)")
     p.add_argument("--out", default=None, help="checkpoint path (.safetensors)")
@@ -463,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contamination", type=float, default=0.1,
                    help="share of the normal images above the threshold (default 0.1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=_whole(1, 1024), default=None,
+                   help="torch threads (default: the cores not busy with other work)")
     p.add_argument("--device", default="auto")
     p.add_argument("--save", default=None, help="also save each trained model as PREFIX-<i>.safetensors")
     p.set_defaults(func=cmd_detect)
@@ -489,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
             b.add_argument("--quick", action="store_true", help="tiny runs, for smoke tests")
         if "--threads" not in b._option_string_actions:
             b.add_argument("--threads", type=_whole(1, 1024), default=None,
-                           help="torch threads for the trainings")
+                           help="torch threads for the trainings (default: the cores not busy with "
+                                "other work)")
         b.add_argument("--out-dir", default="bench/results", help="where the JSON result goes")
         b.set_defaults(func=cmd_bench)
     return parser
@@ -498,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "threads", 0) is None:  # the command takes --threads and none was given
+        from .train import default_threads
+
+        args.threads = default_threads()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)  # for loading, evaluation and scoring too
     try:
         return args.func(args)
     except AelibError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +24,25 @@ from .data import to_float
 from .errors import ConfigError, TrainingDiverged
 from .forward import eval_batches
 from .models import default_beta, is_vae, reconstruction_loss, vae_loss
+
+
+def default_threads() -> int:
+    """Torch threads for a run whose caller named none: the cores this process may use that other
+    work is not already using (1-minute load average), at most torch's own default, at least 1.
+
+    More OpenMP threads than free cores spin against each other: on a 2-core machine with one other
+    busy process, two threads trained the Keras recipe several times slower than one (README
+    "Threads"). On an idle machine this is torch's default.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        busy = 0.0
+    return max(1, min(torch.get_num_threads(), cores - int(round(busy))))
 
 
 @dataclass

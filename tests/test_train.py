@@ -192,3 +192,43 @@ def test_one_cycle_on_a_run_too_short_to_warm_up_keeps_the_peak_rate(mnist_small
     res = fit(build(get_config("fcn", (1, 28, 28), latent=4), seed=0), train.images[:200],
               config=TrainConfig(epochs=1, batch_size=128, lr=3e-3, schedule="onecycle", warmup=0.5))
     assert res.history.lr == [3e-3] and res.reason == "completed"
+
+
+def test_default_threads_leave_the_busy_cores_alone(monkeypatch):
+    import os
+
+    from aelib.train import default_threads
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cores)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert default_threads() == cores  # idle: torch's default
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))
+    assert default_threads() == 1  # every core busy: one thread, never more threads than cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores - 1.0, 0.0, 0.0))
+    assert default_threads() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 5.0, 0.0, 0.0))
+    assert default_threads() == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert default_threads() == 1  # never above torch's own (OMP_NUM_THREADS, torchrun's 1)
+
+
+def test_the_cli_picks_default_threads_when_none_are_given(monkeypatch, tmp_path):
+    import os
+
+    from aelib import cli
+
+    seen = []
+    monkeypatch.setattr(os, "getloadavg", lambda: (1e6, 0.0, 0.0))  # a machine with every core busy
+    parser = cli.build_parser()
+    args = parser.parse_args(["bench", "seed-recipe", "--data-root", str(tmp_path)])
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", lambda argv: args)
+    args.func = lambda a: seen.append(a.threads) or 0
+    old = torch.get_num_threads()
+    try:
+        assert cli.main([]) == 0
+    finally:
+        torch.set_num_threads(old)
+    assert seen == [1]
