@@ -10,6 +10,7 @@ cause raises ``DataError`` with a sentence saying what was expected.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import socket
@@ -99,8 +100,6 @@ DATASETS: dict[str, DatasetSpec] = {
 
 SPLITS = ("train", "test")
 DOWNLOAD_TIMEOUT_S = 10.0  # per socket operation, so an unreachable mirror cannot hang the app
-_RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def default_data_root() -> Path:
@@ -137,6 +136,24 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_IDX_MAX_BYTES = 1 << 31  # far above MNIST's 47 MB: a corrupt header cannot ask for more
+
+
+def _read_idx(path: Path, ndim: int) -> torch.Tensor:
+    """A uint8 IDX file (MNIST's raw format: magic 0x0000080N, N big-endian int32 sizes, the data),
+    read in one call; the sizes must account for the file's length exactly."""
+    with open(path, "rb") as fh:
+        head = fh.read(4 + 4 * ndim)
+        if len(head) != 4 + 4 * ndim or head[:4] != bytes((0, 0, 8, ndim)):
+            raise DataError(f"{path.name} is not a uint8 IDX file of {ndim} dimensions")
+        shape = tuple(int(v) for v in np.frombuffer(head[4:], dtype=">i4"))
+        size = math.prod(shape)
+        if min(shape) < 0 or size > _IDX_MAX_BYTES or os.fstat(fh.fileno()).st_size != len(head) + size:
+            raise DataError(f"{path.name}: its header's sizes {shape} do not match the file's length")
+        data = np.fromfile(fh, dtype=np.uint8, count=size)
+    return torch.from_numpy(data.reshape(shape))
 
 
 def _from_torchvision(ds, spec: DatasetSpec, split: str, root: Path, source: str, note: str) -> ImageDataset:
@@ -192,26 +209,32 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     (``"bundled-sample"``, with ``note`` saying why and how to point at the real data). Files that
     exist under ``root`` but cannot be read raise ``DataError`` rather than silently using the sample.
     """
-    from torchvision import datasets as tv_datasets  # lazy: importing torchvision costs about a second
-
     spec = _spec(name)
     _check_split(split)
     root_path = Path(root).expanduser() if root is not None else default_data_root()
-    cls = getattr(tv_datasets, spec.torchvision_class)
     train = split == "train"
-    try:
-        ds = cls(str(root_path), train=train, download=False)
-    except Exception as exc:
-        raw = root_path / spec.torchvision_class / "raw"
-        if all((raw / f).is_file() for f in _RAW_FILES):
+    raw = root_path / spec.torchvision_class / "raw"
+    prefix = "train" if train else "t10k"
+    files = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+    if all(f.is_file() for f in files):  # the files torchvision reads with download=False
+        try:
+            images, labels = _read_idx(files[0], 3), _read_idx(files[1], 1)
+            if len(images) != len(labels) or images.shape[1:] != (28, 28):
+                raise DataError(f"{len(images):,} images of {tuple(images.shape[1:])} pixels and "
+                                f"{len(labels):,} labels")
+        except (DataError, OSError, ValueError) as exc:
             raise DataError(f"The {spec.title} files in {raw} exist but could not be read "
                             f"({_one_line(exc)}). Delete that folder to download them again, or point "
                             f"root / AELIB_DATA_ROOT at a good copy.") from exc
-    else:
-        return _from_torchvision(ds, spec, split, root_path, "local", "")
+        return ImageDataset(images=images.unsqueeze(1), labels=labels.long(), name=spec.title,
+                            source="local", classes=list(spec.classes), note="",
+                            extra={"dataset": spec.key, "split": split, "root": str(root_path)})
 
     reason = "downloading was turned off"
     if download:
+        from torchvision import datasets as tv_datasets  # lazy: importing torchvision costs a second
+
+        cls = getattr(tv_datasets, spec.torchvision_class)
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
                 ds = cls(str(root_path), train=train, download=True)

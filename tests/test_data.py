@@ -145,7 +145,8 @@ def test_load_dataset_reads_real_files_from_root(data_root, name, split):
     assert 20 < ds.images.float().mean() < 120  # real digits / clothes, not blank
     tv_class = getattr(torchvision.datasets, DATASETS[name].torchvision_class)
     raw = tv_class(str(data_root), train=split == "train")
-    assert torch.equal(ds.images[:, 0], raw.data)  # straight from .data, untransformed
+    assert torch.equal(ds.images[:, 0], raw.data)  # the pixels torchvision reads, untransformed
+    assert torch.equal(ds.labels, raw.targets)
 
 
 def test_root_from_env_var(monkeypatch, data_root):
@@ -230,6 +231,18 @@ def test_corrupt_local_files_raise(tmp_path, data_root):
                                                  "t10k-images-idx3-ubyte").read_bytes()[:5000])
     with pytest.raises(DataError, match="could not be read"):
         load_dataset("mnist", "test", root=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("header", [b"\x00\x00\x08\x03" + (2**31 - 1).to_bytes(4, "big") * 3,
+                                    b"\x00\x00\x08\x01" + (28).to_bytes(4, "big") * 3,
+                                    b"\x00\x00\x0d\x03" + (1).to_bytes(4, "big") * 3, b"\x00\x00"])
+def test_idx_files_whose_header_lies_are_refused_without_reading_them(tmp_path, data_root, header):
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(data_root / "MNIST" / "raw", raw)
+    (raw / "t10k-images-idx3-ubyte").write_bytes(header + bytes(784))
+    with pytest.raises(DataError, match="could not be read"):
+        load_dataset("mnist", "test", root=tmp_path, download=False)
+    assert load_dataset("mnist", "train", root=tmp_path, download=False).source == "local"
 
 
 def test_unknown_dataset_and_split_raise(tmp_path):
