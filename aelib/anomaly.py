@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .detectors import AnomalyDetector, EnsembleDetector
 from .errors import ConfigError, DataError
 from .models import ModelConfig, build, get_config
-from .scoring import SCORES, AnomalyDetector, EnsembleDetector, ImagesLike, as_image_tensor
+from .scoring import SCORES, ImagesLike, as_image_tensor
 from .train import Callback, StopFlag, TrainConfig, fit
 
 GREY_28 = (1, 28, 28)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from .. import checkpoints, explore, scoring
+from .. import checkpoints, detectors, explore, scoring
 from ..models import batch_size_for
 from .choices import ModelChoice
 from .sources import Images
@@ -126,8 +126,8 @@ def ensemble(
     members: tuple[ModelChoice, ...], score_names: tuple[str, ...], normal: Images, images: Images
 ) -> np.ndarray:
     """Scores of an ensemble of detectors (the recommended detector), standardised on ``normal``."""
-    dets = [scoring.AnomalyDetector(m.model, score=s, beta=_beta(m)) for m, s in zip(members, score_names)]
-    return scoring.EnsembleDetector(dets).fit(normal.tensor).anomaly_scores(images.tensor)
+    dets = [detectors.AnomalyDetector(m.model, score=s, beta=_beta(m)) for m, s in zip(members, score_names)]
+    return detectors.EnsembleDetector(dets).fit(normal.tensor).anomaly_scores(images.tensor)
 
 
 @st.cache_data(max_entries=16, show_spinner="Preparing the checkpoint...", hash_funcs=HASH)
