@@ -120,10 +120,12 @@ class AdamStep:
     """``opt.step()`` for a fused torch Adam whose gradients stay in the same tensors every step.
 
     ``torch.optim.Adam.step`` spends about as long in Python per call (hooks, grouping tensors by
-    device, scalar conversions) as in the fused kernel it launches, for a model this small. The
-    first call goes through ``opt.step()`` (which creates the state); later
-    calls launch the same kernel, ``torch._fused_adam_``, with lists gathered once and the
-    group's current lr (so lr schedulers keep working). Results are bitwise equal to
+    device, scalar conversions) as in the fused kernel it launches, for a model this small. Every
+    call launches that kernel, ``torch._fused_adam_``, with lists gathered once and the group's
+    current lr (so lr schedulers keep working). The first call makes Adam's state as
+    ``Adam._init_group`` does for a fused group (a float32 step count on the parameter's device,
+    zero moments; state already there is kept), so ``opt.step()`` is never called: its first
+    call imports torch._dynamo (over a second) only to mark the step as not compilable. Results are bitwise equal to
     ``opt.step()`` (tests/test_mlp_step.py). Only for gradients written in place, as by
     :class:`MLPStep`; anything it cannot handle falls back to ``opt.step()``.
     """
@@ -137,14 +139,28 @@ class AdamStep:
                         and not group.get("maximize") and not group.get("decoupled_weight_decay")
                         and not group.get("capturable") and not group.get("differentiable"))
 
+    def _start(self) -> bool:
+        params = list(self.opt.param_groups[0]["params"])
+        if any(p.grad is None or p.dtype != torch.float32 for p in params):
+            return False
+        for p in params:
+            state = self.opt.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state = [self.opt.state[p] for p in params]
+        self._lists = (params, [p.grad for p in params], [s["exp_avg"] for s in state],
+                       [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state])
+        # What the lr scheduler's wrapper of opt.step() records, so it does not warn that the
+        # optimiser never stepped.
+        self.opt._opt_called = True
+        return True
+
     def __call__(self) -> None:
-        if not self._direct or self._lists is None:
+        if self._lists is None and not (self._direct and self._start()):
+            self._direct = False
             self.opt.step()
-            if self._direct:
-                params = list(self.opt.param_groups[0]["params"])
-                state = [self.opt.state[p] for p in params]
-                self._lists = (params, [p.grad for p in params], [s["exp_avg"] for s in state],
-                               [s["exp_avg_sq"] for s in state], [], [s["step"] for s in state])
             return
         group = self.opt.param_groups[0]
         steps = self._lists[5]

@@ -135,3 +135,20 @@ def test_train_starts_from_the_models_defaults_and_warns_when_it_learned_nothing
     assert "instead of the Keras recipe" in capsys.readouterr().out  # a small set: said, not silent
     tc = checkpoints.load(out).meta["train"]
     assert (tc["batch_size"], tc["lr"], tc["schedule"], tc["betas"]) == (64, 1e-2, "constant", [0.9, 0.999])
+
+
+def test_the_fast_recipe_process_imports_only_what_training_needs(tmp_path, data_root):
+    """`train --fast` on Fashion-MNIST's raw files, in a fresh interpreter: no torchvision (the
+    files are read directly), no scikit-learn / SciPy / pandas (the detectors' imports), no
+    torch._dynamo (imported by torch's optimisers only to mark methods as not compilable)."""
+    heavy = ("torchvision", "sklearn", "scipy", "pandas", "plotly", "torch._dynamo")
+    code = ("import sys; from aelib.cli import main; "
+            f"rc = main(['train', '--model', 'mnist_keras', '--fast', '--dataset', 'fashion-mnist', "
+            f"'--data-root', {str(data_root)!r}, '--no-download', '--quiet', "
+            f"'--out', {str(tmp_path / 'f.safetensors')!r}]); "
+            f"print(rc, sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
+    assert checkpoints.load(tmp_path / "f.safetensors").meta["metrics"]["test_mse"] < 0.05
