@@ -26,6 +26,10 @@ Nothing leaves the machine: Chromium resolves no host name (``--host-resolver-ru
 Memory: the server process's ``VmRSS``, sampled every 0.2 s from ``/proc/<pid>/status``, and its
 peak, ``VmHWM`` (the kernel's high-water mark, so no spike between samples is missed).
 
+Import floor: the server runs under a small wrapper (``SERVE``) that writes its ``sys.modules`` when
+asked; a fresh interpreter imports those modules and nothing else, and its RSS is the floor. The
+report gives the server's RSS above it after one user's tour of every page and at the peak.
+
 Pages, URLs and titles are read from the router's page list (``aelib.ui.router.PAGES``).
 Prints a table, writes ``--out`` and ends with one JSON line. Figures are for the machine it runs on.
 """
@@ -131,8 +135,12 @@ class Server:
         for var in ("AELIB_ALLOW_LOCAL_PATHS", "AELIB_LOCAL_ROOT"):
             env.pop(var, None)
         self._log_fh = open(log, "wb")  # noqa: SIM115 - open for the server's lifetime
+        # The server runs under a small wrapper that writes its sys.modules on request (see
+        # SERVE), so the import floor can be measured over exactly the modules it loaded.
+        self.modules_request = log.with_name("modules.request")
+        env["AELIB_BENCH_MODULES_REQUEST"] = str(self.modules_request)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(self.port),
+            [sys.executable, "-c", SERVE, "run", "streamlit_app.py", "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats",
              "false", "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
             cwd=ROOT, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True)
@@ -154,6 +162,19 @@ class Server:
     def memory(self) -> dict[str, int]:
         return _proc_status(self.proc.pid)
 
+    def modules(self, timeout: float = 10) -> list[str]:
+        """The server's sys.modules names, as its wrapper writes them when asked."""
+        answer = self.modules_request.with_suffix(".txt")
+        answer.unlink(missing_ok=True)
+        self.modules_request.write_text("?")
+        t0 = time.monotonic()
+        while not answer.exists() or self.modules_request.exists():
+            if time.monotonic() - t0 > timeout:
+                raise SystemExit("the server did not list its modules")
+            time.sleep(0.1)
+        return answer.read_text().split()
+
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -168,6 +189,54 @@ class Server:
 # ================================================================================================
 # The browsers
 
+
+# `python -c SERVE run streamlit_app.py ...`: Streamlit's own command line, plus a thread that
+# answers a request file with the process's module names (a bench harness, not part of the app).
+SERVE = """
+import os, sys, threading, time
+req = os.environ["AELIB_BENCH_MODULES_REQUEST"]
+def answer():
+    while True:
+        if os.path.exists(req):
+            names = sorted(n for n, m in list(sys.modules.items()) if m is not None)
+            tmp = req[: -len(".request")] + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write("\\n".join(names))
+            os.replace(tmp, req[: -len(".request")] + ".txt")
+            os.remove(req)
+        time.sleep(0.1)
+threading.Thread(target=answer, daemon=True).start()
+from streamlit.web.cli import main
+sys.argv = ["streamlit"] + sys.argv[1:]
+sys.exit(main())
+"""
+
+# A bare process importing the given modules (one per line on stdin), then reporting its RSS.
+FLOOR = """
+import importlib, sys, warnings
+warnings.simplefilter("ignore")
+failed = []
+for name in sys.stdin.read().split():
+    if name in sys.modules or name.startswith("__") or name == "pages" or name.startswith("pages."):
+        continue
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        failed.append(name)
+rss = [l for l in open("/proc/self/status") if l.startswith(("VmRSS", "VmHWM"))]
+print(len(sys.modules), len(failed), *(int(l.split()[1]) * 1024 for l in rss))
+"""
+
+
+def import_floor(modules: list[str]) -> dict:
+    """RSS of a fresh interpreter that imports the server's modules and does nothing else."""
+    out = subprocess.run([sys.executable, "-c", FLOOR], input="\n".join(modules), capture_output=True,
+                         text=True, cwd=ROOT, timeout=300, env={**os.environ, "AELIB_READONLY": "1"})
+    if out.returncode:
+        raise SystemExit(f"the import-floor process failed:\n{out.stderr[-2000:]}")
+    n_modules, n_failed, rss, hwm = (int(v) for v in out.stdout.split()[-4:])
+    return {"modules_server": len(modules), "modules_floor": n_modules, "not_importable": n_failed,
+            "rss": rss, "hwm": hwm}
 
 @dataclass
 class Tally:
@@ -302,6 +371,7 @@ async def drive(base: str, pages: list[PageSpec], args, server: Server, tally: T
                 for url, n in warm.blocked.items():
                     tally.blocked[url] = tally.blocked.get(url, 0) + n
                 mem["after_every_page_once"] = server.memory().get("VmRSS", 0)
+                mem["modules"] = server.modules()
                 print(f"warm-up: every page once; server RSS {mem['after_every_page_once'] / 2**20:.0f} MB",
                       flush=True)
 
@@ -380,6 +450,8 @@ def main() -> int:
               + ", ".join(f"/{p.url} ({p.name})" for p in pages), flush=True)
         asyncio.run(drive(server.url, pages, args, server, tally, mem))
         final = server.memory()
+        modules_end = server.modules()
+        floor = import_floor(sorted(set(mem["modules"]) | set(modules_end)))
         cpu1 = _cpu_seconds(server.proc.pid)
         alive = server.proc.poll() is None
     finally:
@@ -411,6 +483,13 @@ def main() -> int:
                           "after_every_page_once": _mb(mem.get("after_every_page_once")),
                           "peak_sampled": _mb(mem.get("peak_rss_sampled")),
                           "peak_vmhwm": _mb(final.get("VmHWM")), "end": _mb(final.get("VmRSS"))},
+        "import_floor": {**{k: v for k, v in floor.items() if k not in ("rss", "hwm")},
+                         "rss_mb": _mb(floor["rss"]),
+                         "note": "a fresh interpreter importing every module the server had loaded "
+                                 "(after the warm-up and at the end), and nothing else"},
+        "above_floor_mb": {"one_user_every_page": _mb(mem["after_every_page_once"] - floor["rss"]),
+                           f"{args.contexts}_users_peak": _mb(final.get("VmHWM", 0) - floor["rss"]),
+                           "end": _mb(final.get("VmRSS", 0) - floor["rss"])},
         "server_cpu_s": None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 1),
         "note": "The browsers run on the same machine as the server: render times include waiting for "
                 "a CPU behind the Chromium renderers (compare server_cpu_s with load_wall_s x cpus).",
@@ -427,6 +506,10 @@ def main() -> int:
     r = result["server_rss_mb"]
     print(f"server RSS MB: start {r['after_start']}, after every page once {r['after_every_page_once']}, "
           f"peak {r['peak_vmhwm']} (VmHWM), end {r['end']}; server CPU {result['server_cpu_s']} s")
+    a = result["above_floor_mb"]
+    print(f"import floor {result['import_floor']['rss_mb']} MB ({floor['modules_floor']} modules); above it: "
+          f"one user after every page {a['one_user_every_page']} MB, {args.contexts} users' peak "
+          f"{a[f'{args.contexts}_users_peak']} MB, end {a['end']} MB")
     for s in tally.samples[:10]:
         print("  error:", s)
     for url, n in tally.blocked.items():
