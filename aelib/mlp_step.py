@@ -125,8 +125,8 @@ class AdamStep:
     current lr (so lr schedulers keep working). The first call makes Adam's state as
     ``Adam._init_group`` does for a fused group (a float32 step count on the parameter's device,
     zero moments; state already there is kept), so ``opt.step()`` is never called: its first
-    call imports torch._dynamo (over a second) only to mark the step as not compilable. Results are bitwise equal to
-    ``opt.step()`` (tests/test_mlp_step.py). Only for gradients written in place, as by
+    call imports torch._dynamo (over a second) only to mark the step as not compilable. Results
+    are bitwise equal to ``opt.step()`` (tests/test_mlp_step.py). Only for gradients written in place, as by
     :class:`MLPStep`; anything it cannot handle falls back to ``opt.step()``.
     """
 
