@@ -49,10 +49,15 @@ def fast_config(target: float | None = RECIPE_TARGET_MSE) -> TrainConfig:
 FAST_FIELDS = ("epochs", "batch_size", "lr", "schedule", "warmup", "div_factor", "final_div_factor", "betas")
 
 
-def with_fast_mode(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with the fast mode's schedule (the CLI's ``--fast``, the Training page's toggle)."""
-    fast = fast_config(target=None)
+def with_fast_mode(cfg: TrainConfig, arch: str = "mnist_keras") -> TrainConfig:
+    """``cfg`` with the fast mode's schedule for ``arch`` (the CLI's ``--fast``, the Training
+    page's toggle): :func:`fast_config` for the Keras recipe, :data:`VAE_FAST` for the VAE family."""
+    fast = VAE_FAST if arch == "vae" else fast_config(target=None)
     return replace(cfg, **{k: getattr(fast, k) for k in FAST_FIELDS})
+
+
+# The models a fast mode was tuned for.
+FAST_ARCHS = ("mnist_keras", "vae")
 
 
 # A family's starting values, with the fast mode's one-cycle shape: annealing to ~0 leaves far
@@ -64,6 +69,11 @@ FAMILY_TRAINING = {
     "conv": TrainConfig(epochs=10, batch_size=128, lr=3e-3, **ONE_CYCLE),
     "vae": TrainConfig(epochs=8, batch_size=64, lr=3e-3, **ONE_CYCLE),
 }
+# The family VAE's fast mode: the whole one-cycle schedule in one epoch, at batch 48 and a 5e-3
+# peak (more updates, and a higher peak, than the default's 64 and 3e-3 fit in one epoch). On
+# Fashion-MNIST's 60,000 images, seeds 0-4 end at val MSE 0.0198-0.0204, below pythae's VAE
+# after 20 epochs (README "The VAE against pythae"); tuned for sets of that size.
+VAE_FAST = TrainConfig(epochs=1, batch_size=48, lr=5e-3, **ONE_CYCLE)
 
 
 # face_vae's starting batch and KL weight (times 1/pixels); see default_train_config.

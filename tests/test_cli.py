@@ -84,7 +84,7 @@ def test_fast_mode_trains_the_recipe_with_its_schedule(tmp_path, capsys):
         (3, 80, 0.01, "onecycle", 0.5, 3)
     assert main(["train", "--dataset", str(npy), "--model", "fcn", "--fast", "--quiet",
                  "--out", str(tmp_path / "other.safetensors")]) == 0
-    assert "tuned for --model mnist_keras" in capsys.readouterr().out
+    assert "tuned for --model mnist_keras (the Keras recipe) and --model vae" in capsys.readouterr().out
 
 
 def test_one_class_train_and_auc_evaluate(tmp_path, data_root, capsys):

@@ -102,3 +102,25 @@ def test_conv_defaults_learn_on_every_seed(mnist_small):
         h = fit(model, train.images, test.images, tc).history
         assert not h.collapsed, (seed, h.val_mse, h.mean_image_mse)
         assert h.val_mse[-1] < h.val_mse[0]
+
+
+def test_the_vae_fast_mode_is_its_own_schedule_and_the_cli_uses_it(tmp_path, capsys):
+    import numpy as np
+
+    from aelib import checkpoints
+    from aelib.cli import main
+    from aelib.recipes import VAE_FAST
+
+    base = TrainConfig(seed=5, epochs=40)
+    fast = with_fast_mode(base, "vae")
+    assert (fast.epochs, fast.batch_size, fast.lr, fast.schedule, fast.seed) == \
+        (VAE_FAST.epochs, VAE_FAST.batch_size, VAE_FAST.lr, "onecycle", 5)
+    assert with_fast_mode(base, "vae") != with_fast_mode(base)  # not the Keras recipe's
+    npy = tmp_path / "grey.npy"
+    np.save(npy, np.random.default_rng(0).integers(0, 255, (120, 28, 28), dtype=np.uint8))
+    out = tmp_path / "vae.safetensors"
+    assert main(["train", "--dataset", str(npy), "--model", "vae", "--fast", "--quiet",
+                 "--out", str(out)]) == 0
+    assert "tuned for" not in capsys.readouterr().out
+    tc = checkpoints.load(out).meta["train"]
+    assert (tc["epochs"], tc["batch_size"], tc["lr"]) == (VAE_FAST.epochs, VAE_FAST.batch_size, VAE_FAST.lr)
