@@ -9,8 +9,8 @@ the benchmark, the CLI and the app compute them with the same code.
 Images come in as a resident uint8 tensor (N, C, H, W) and are scaled to the model's pixel range
 one batch at a time (:func:`aelib.data.to_float`), so memory is one batch of floats whatever N.
 Evaluation metrics are scikit-learn's (``roc_curve``, ``roc_auc_score``, ``average_precision_score``,
-``confusion_matrix``, ``precision_recall_fscore_support``); :class:`AnomalyDetector` speaks the
-scikit-learn / PyOD estimator dialect.
+``confusion_matrix``, ``precision_recall_fscore_support``); the detectors in
+:mod:`aelib.detectors` speak the scikit-learn / PyOD estimator dialect.
 """
 
 from __future__ import annotations

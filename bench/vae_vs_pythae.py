@@ -23,7 +23,6 @@ Prints both and their ratio, writes ``bench/results/vae-vs-pythae.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -113,10 +112,9 @@ def main() -> int:
               "aelib": ours,
               "machine": {"torch": torch.__version__, "threads": 1, "python": platform.python_version(),
                           "cpu": platform.processor() or platform.machine()}}
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vae-vs-pythae.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {out / 'vae-vs-pythae.json'}")
+    from aelib.bench import write_result
+
+    print(f"wrote {write_result(result, args.out_dir)}")
     return 0
 
 

@@ -92,10 +92,9 @@ def main() -> int:
     print(f"median: aelib {result['aelib_seconds_median']:.2f} s, "
           f"keras {result['keras_seconds_median']:.2f} s, "
           f"ratio {result['ratio_median']:.3f} (target <= 0.25)")
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "whole-process.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {out / 'whole-process.json'}")
+    from aelib.bench import write_result
+
+    print(f"wrote {write_result(result, args.out_dir)}")
     return 0
 
 
