@@ -506,8 +506,9 @@ def _skip_dynamo_import() -> None:
     never to be compiled (``torch._disable_dynamo``, which caches the marked function on the
     original as ``__dynamo_disable``). The CLI never compiles anything, so the original is its own
     marked version here; a library user who compiles keeps torch's behaviour, since only the
-    CLI's entry point calls this. Steps through ``Optimizer.step`` still import it
-    (``_use_grad_for_differentiable``); fully connected models on the CPU step without it.
+    command's own process (:func:`run`) calls this, not :func:`main`. Steps through
+    ``Optimizer.step`` still import it (``_use_grad_for_differentiable``); fully connected models
+    on the CPU step without it.
     """
     if "torch._dynamo" in sys.modules:
         return
@@ -523,14 +524,20 @@ def _skip_dynamo_import() -> None:
             setattr(original, "__dynamo_disable", original)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run() -> int:
+    """The ``aelib`` command and ``python -m aelib``: :func:`main` in a process of its own."""
     _skip_dynamo_import()
+    return main()
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "threads", 0) is None:  # the command takes --threads and none was given
         from .train import default_threads
 
         args.threads = default_threads()
+    old_threads = torch.get_num_threads()
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)  # for loading, evaluation and scoring too
     try:
@@ -545,3 +552,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(old_threads)  # a caller in the same process keeps its setting

@@ -142,10 +142,13 @@ def test_the_fast_recipe_process_imports_only_what_training_needs(tmp_path, data
     files are read directly), no scikit-learn / SciPy / pandas (the detectors' imports), no
     torch._dynamo (imported by torch's optimisers only to mark methods as not compilable)."""
     heavy = ("torchvision", "sklearn", "scipy", "pandas", "plotly", "torch._dynamo")
-    code = ("import sys; from aelib.cli import main; "
-            f"rc = main(['train', '--model', 'mnist_keras', '--fast', '--dataset', 'fashion-mnist', "
-            f"'--data-root', {str(data_root)!r}, '--no-download', '--quiet', "
-            f"'--out', {str(tmp_path / 'f.safetensors')!r}]); "
+    argv = ["aelib", "train", "--model", "mnist_keras", "--fast", "--dataset", "fashion-mnist",
+            "--data-root", str(data_root), "--no-download", "--quiet",
+            "--out", str(tmp_path / "f.safetensors")]
+    code = ("import runpy, sys\n"  # what `python -m aelib train ...` runs
+            f"sys.argv = {argv!r}\n"
+            "try:\n    runpy.run_module('aelib', run_name='__main__')\n"
+            "except SystemExit as e:\n    rc = e.code\n"
             f"print(rc, sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
