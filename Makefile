@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 app: $(STAMP)
 	$(PY) -m streamlit run streamlit_app.py
 
+# Three test workers on two cores: most of the suite's wall time is browsers and servers waiting
+# (pages settling, runs finishing), so a third worker fills idle cores. `make test TEST_WORKERS=0`
+# runs everything in one process.
+TEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 lint: $(STAMP)
 	$(PY) -m ruff check aelib tests bench pages streamlit_app.py

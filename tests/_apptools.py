@@ -104,34 +104,49 @@ def streamlit_server(data_root: Path, checkpoint_dir: Path, log: Path, *, readon
     """`streamlit run streamlit_app.py` on a free port; yields its URL once healthy.
 
     Read-only (``AELIB_READONLY=1``) unless ``readonly=False``; ``env`` adds or overrides variables."""
-    port = _free_port()
     env = {**{k: v for k, v in os.environ.items() if readonly or k != "AELIB_READONLY"},
            "AELIB_DATA_ROOT": str(data_root), "AELIB_DOWNLOAD": "0",
            "AELIB_CHECKPOINT_DIR": str(checkpoint_dir), **({"AELIB_READONLY": "1"} if readonly else {}),
            **(env or {})}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    # Test workers run side by side (pytest-xdist): another worker's server may take the port
+    # between our probe and Streamlit's bind, so a server that exits at start-up gets a new port.
+    for attempt in range(3):
+        port = _free_port()
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+                 "--server.address", "127.0.0.1", "--server.headless", "true",
+                 "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
-        while True:
+        healthy = False
+        while proc.poll() is None and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
+                    healthy = r.status == 200
             except OSError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+            if healthy:
+                break
             time.sleep(0.3)
+        time.sleep(0.2)
+        if healthy and proc.poll() is None:  # healthy, and it is our server that answered
+            break
+        text = log.read_text(errors="replace")
+        in_use = "is not available" in text or "already in use" in text  # Streamlit's two servers
+        _stop(proc)
+        if not in_use or attempt == 2:
+            pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+    try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -208,11 +208,17 @@ def open_box(page, box) -> None:
 
 
 def options(page, label: str, scope=None) -> list[str]:
-    """The option texts of a selectbox (opens and closes it)."""
-    open_box(page, (scope or page).get_by_role("combobox", name=label, exact=True).first)
-    out = [o.inner_text().strip() for o in page.get_by_role("option").all()]
-    page.keyboard.press("Escape")
-    time.sleep(0.3)
+    """The option texts of a selectbox (opens and closes it).
+
+    A redraw can close the list between its first option showing and the read (seen on a loaded
+    machine): an empty read after open_box saw an option is retried."""
+    for _ in range(3):
+        open_box(page, (scope or page).get_by_role("combobox", name=label, exact=True).first)
+        out = [o.inner_text().strip() for o in page.get_by_role("option").all()]
+        page.keyboard.press("Escape")
+        time.sleep(0.3)
+        if out:
+            break
     return out
 
 
