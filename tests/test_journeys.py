@@ -173,6 +173,17 @@ def training_now(page) -> bool:
     return sidebar(page).get_by_text(re.compile(r"^Training .+: (epoch|queued)")).count() > 0
 
 
+def training_starts(page, timeout: float = 30.0) -> bool:
+    """The sidebar says a run is queued or training within ``timeout`` seconds of a click (the
+    page redraws after the click; on a loaded machine that takes more than a moment)."""
+    deadline = time.monotonic() + timeout
+    while not training_now(page):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def main(page):
     return page.locator('[data-testid="stMain"]')
 
@@ -513,7 +524,7 @@ def test_j2_defaults_learn(app, mnist):
             ck(tags(page, "Normal classes") and all(t.startswith("1") for t in tags(page, "Normal classes")),
                f"normal classes now {tags(page, 'Normal classes')}")
             main(page).get_by_role("button", name=re.compile("Train the recommended detector")).click()
-            time.sleep(3)
+            ck(training_starts(page), "30 s after the click the sidebar shows no recommended-detector run")
             deadline = time.monotonic() + 400
             while time.monotonic() < deadline and training_now(page):
                 time.sleep(2)
@@ -978,8 +989,8 @@ def test_j7_explore_a_latent_map_a_picture_and_runs_side_by_side(app, mnist, tmp
             train2d = main(page).get_by_role("button", name=re.compile(r"Train a 2-D vae"))
             if ck(train2d.count() == 1, "no button to train a 2-D model on the Decoded plane tab"):
                 train2d.click()
-                time.sleep(2)
-                ck(training_now(page), "after the click the sidebar does not say the 2-D model is training")
+                ck(training_starts(page), "30 s after the click the sidebar does not say the 2-D model "
+                                          "is training")
                 deadline = time.monotonic() + 300
                 while time.monotonic() < deadline and training_now(page):
                     time.sleep(2)
