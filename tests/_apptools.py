@@ -137,7 +137,7 @@ def streamlit_server(data_root: Path, checkpoint_dir: Path, log: Path, *, readon
         in_use = "is not available" in text or "already in use" in text  # Streamlit's two servers
         _stop(proc)
         if not in_use or attempt == 2:
-            pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"streamlit did not start:\n{text[-3000:]}")
     try:
         yield url
     finally:

@@ -136,8 +136,8 @@ class _LayoutSeen(Callback):
 def test_channels_last_conv_training_matches_autograd_within_float32_tolerance(name):
     """``engine="auto"`` trains convolutional models on colour images in channels-last layout (other
     kernels, other rounding), ``"autograd"`` on contiguous tensors: same runs within float32
-    tolerance (measured: weights within 5e-6 after 8 Adam steps, where each step moves a weight
-    by up to 1e-3), and the model handed back is contiguous again."""
+    tolerance (measured on the colour presets: weights within 1e-7 to 7e-7 after 8 Adam steps,
+    where each step moves a weight by up to 1e-3), and the model handed back is contiguous again."""
     g = torch.Generator().manual_seed(0)
     shape = (3, 64, 64) if name.startswith("face") else (1, 28, 28)
     images = torch.randint(0, 256, (160, *shape), dtype=torch.uint8, generator=g)
