@@ -129,7 +129,7 @@ def model_scores(model: torch.nn.Module, images: torch.Tensor, train_images: tor
         raise ValueError("Give the VAE's training beta for its elbo score.")
     names = ("l2", "mae", "elbo", "blur", "blur_ink") if vae else ("l2", "mae", "blur", "blur_ink")
     if train_images is not None:
-        names += ("latent",)
+        names += ("latent", "latent_knn")
     return scoring.model_scores(model, images, names, batch_size, beta, latent=train_images)
 
 

@@ -275,9 +275,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         n = export.write_prediction_csv(args.out, ck.model, images)
     else:
         latent = None
-        if args.score == "latent":
+        if args.score in scoring.LATENT_SCORES:
             if not args.fit_on:
-                raise AelibError("--score latent needs --fit-on: the normal training images its "
+                raise AelibError(f"--score {args.score} needs --fit-on: the normal training images its "
                                  "Gaussian is fitted to.")
             from . import data
 

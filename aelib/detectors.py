@@ -19,6 +19,7 @@ from .errors import ConfigError, DataError
 from .forward import Progress
 from .models import is_vae
 from .scoring import (
+    LATENT_SCORES,
     METRICS,
     SCORES,
     ImagesLike,
@@ -117,7 +118,7 @@ class AnomalyDetector(_ThresholdedDetector):
     """Anomaly detector around a trained autoencoder, in the scikit-learn / PyOD dialect.
 
     It does not train the network (that is :mod:`aelib.train`): ``fit(X)`` on normal images fits
-    what the score needs (the latent Gaussian for ``"latent"``), scores them and sets
+    what the score needs (the latent Gaussian for ``"latent"`` and ``"latent_knn"``), scores them and sets
     ``threshold_`` at their ``1 - contamination`` quantile.
 
     * ``decision_scores_``: anomaly scores of the training images (higher = more anomalous).
@@ -150,12 +151,12 @@ class AnomalyDetector(_ThresholdedDetector):
         super()._check_params()
 
     def anomaly_scores(self, X: ImagesLike, progress: Progress | None = None) -> np.ndarray:
-        """Raw anomaly scores (higher = more anomalous); only ``"latent"`` needs fitting first."""
+        """Raw anomaly scores (higher = more anomalous); only the latent scores need fitting first."""
         self._check_params()
         latent = None
-        if self.score == "latent":
+        if self.score in LATENT_SCORES:
             if not hasattr(self, "latent_"):
-                raise NotFittedError("The 'latent' score needs fit(X) on normal images first.")
+                raise NotFittedError(f"The {self.score!r} score needs fit(X) on normal images first.")
             latent = self.latent_
         return model_scores(self.model, X, (self.score,), self.batch_size, self.beta, latent,
                             progress)[self.score]
@@ -163,6 +164,12 @@ class AnomalyDetector(_ThresholdedDetector):
     def _fit_scores(self, X: ImagesLike, progress: Progress | None) -> np.ndarray:
         if self.score == "latent":
             self.latent_ = LatentGaussian(latent_codes(self.model, X, self.batch_size))
+        elif self.score == "latent_knn":
+            z = latent_codes(self.model, X, self.batch_size, progress)
+            self.latent_ = LatentGaussian(z)
+            # Each normal image's own code is in the fitted set: leave it out, or every training
+            # score (and the contamination threshold set from them) would come out too low.
+            return self.latent_.neighbours(z, leave_one_out=True)
         return self.anomaly_scores(X, progress)
 
     def fit(self, X: ImagesLike, y: None = None, progress: Progress | None = None) -> AnomalyDetector:

@@ -56,9 +56,11 @@ SCORES: dict[str, str] = {
     "blur": "L2 norm of the error map smoothed by a Gaussian of sigma 1 pixel",
     "blur_ink": "blurred squared error divided by the square root of the image's ink",
     "latent": "Mahalanobis distance of the latent code from the normal training codes",
+    "latent_knn": "mean Mahalanobis distance to the 5 nearest normal training codes",
 }
 METRICS = tuple(SCORES)
-RECONSTRUCTION_SCORES = tuple(s for s in SCORES if s != "latent")  # those that need no fitting
+LATENT_SCORES = ("latent", "latent_knn")  # those fitted to the normal images' latent codes
+RECONSTRUCTION_SCORES = tuple(s for s in SCORES if s not in LATENT_SCORES)  # those that need no fitting
 ENSEMBLE_METHODS = ("zscore", "rank", "mean")
 
 # Pixel-exact errors are dominated by thin misplaced strokes and edges that any image has; the
@@ -69,6 +71,14 @@ BLUR_SIGMA = 1.0
 INK_POWER = 0.5
 INK_EPS = 1e-3  # in [0, 1] pixel units: keeps an all-black image finite
 LATENT_RIDGE = 1e-6  # added to the latent covariance, relative to its mean variance
+# A class whose codes are not one Gaussian blob (sleeves up or down, a bag with or without a
+# handle) is better described by its nearest normal codes than by their mean: "latent_knn" is the
+# mean distance to the LATENT_KNN_K nearest, measured with the Gaussian's covariance.
+LATENT_KNN_K = 5
+# The neighbours are searched among at most this many training codes (a fixed random subset), so
+# the time and memory per scored image stay bounded whatever the size of the normal set.
+LATENT_KNN_REFERENCE = 20_000
+_KNN_CHUNK_ELEMENTS = 4_000_000  # query x reference distances held at once (32 MB of float64)
 
 ImagesLike = torch.Tensor | np.ndarray | ImageDataset
 
@@ -140,7 +150,9 @@ class LatentGaussian:
     """Gaussian fitted to latent codes (N, D); calling it gives squared Mahalanobis distances.
 
     ``ridge`` is added to the covariance's diagonal relative to its mean variance, so a code
-    dimension the normal images never use keeps the inverse finite.
+    dimension the normal images never use keeps the inverse finite. :meth:`neighbours` gives the
+    ``"latent_knn"`` score: the mean Mahalanobis distance to the ``k`` nearest of (at most
+    :data:`LATENT_KNN_REFERENCE`) fitted codes.
     """
 
     def __init__(self, z: torch.Tensor, ridge: float = LATENT_RIDGE):
@@ -152,10 +164,44 @@ class LatentGaussian:
         cov = torch.cov(z.T).reshape(d, d) if len(z) > 1 else torch.zeros(d, d, dtype=z.dtype)
         scale = max(float(cov.diagonal().mean()), 1e-12)
         self.precision = torch.linalg.inv(cov + ridge * scale * torch.eye(d, dtype=z.dtype))
+        # precision = W W^T, so |(a - b) W| is the Mahalanobis distance between codes a and b.
+        self._whiten = torch.linalg.cholesky((self.precision + self.precision.T) / 2)
+        self.n_fitted = len(z)
+        # _column[i]: where fitted code i sits among the reference codes (-1: not kept).
+        self._column = torch.arange(len(z))
+        if len(z) > LATENT_KNN_REFERENCE:
+            g = torch.Generator().manual_seed(0)
+            keep = torch.randperm(len(z), generator=g)[:LATENT_KNN_REFERENCE].sort().values
+            self._column = torch.full((len(z),), -1, dtype=torch.long)
+            self._column[keep] = torch.arange(len(keep))
+            z = z[keep]
+        self.reference = (z - self.mean) @ self._whiten
 
     def __call__(self, z: torch.Tensor) -> np.ndarray:
         diff = torch.as_tensor(z, dtype=torch.float64) - self.mean
         return ((diff @ self.precision) * diff).sum(1).numpy()
+
+    def neighbours(self, z: torch.Tensor, k: int = LATENT_KNN_K, leave_one_out: bool = False) -> np.ndarray:
+        """Mean Mahalanobis distance of each code in ``z`` to its ``k`` nearest fitted codes.
+
+        ``leave_one_out=True`` is for the fitted codes themselves, in the order they were fitted:
+        each code's own entry is not counted among its neighbours.
+        """
+        q = (torch.as_tensor(z, dtype=torch.float64) - self.mean) @ self._whiten
+        n = len(self.reference)
+        if leave_one_out and len(q) != self.n_fitted:
+            raise DataError("leave_one_out needs the very codes the Gaussian was fitted to.")
+        k = max(1, min(int(k), n - 1 if leave_one_out and n > 1 else n))
+        step = max(1, _KNN_CHUNK_ELEMENTS // n)
+        parts = []
+        for i in range(0, len(q), step):
+            d = torch.cdist(q[i:i + step], self.reference)
+            if leave_one_out and n > 1:
+                col = self._column[i:i + step]
+                own = torch.nonzero(col >= 0).flatten()
+                d[own, col[own]] = math.inf
+            parts.append(d.topk(k, largest=False).values.mean(1))
+        return torch.cat(parts).numpy() if parts else np.zeros(0)
 
 
 def _check_scores(model: nn.Module, names: tuple[str, ...], allowed: Sequence[str]) -> None:
@@ -173,19 +219,21 @@ def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[s
                  progress: Progress | None = None) -> dict[str, np.ndarray]:
     """Per-image anomaly scores, one float64 array of length N per name in ``metrics``.
 
-    Every name of :data:`SCORES` is computed here, in one pass over the images. ``"latent"``
-    needs ``latent``: a fitted :class:`LatentGaussian` or the normal training images to fit one
-    on. ``beta`` weights the KL of ``"elbo"`` (default :func:`aelib.models.default_beta`; give
-    the beta the VAE was trained with). ``progress(done, total, seconds)`` after each batch.
+    Every name of :data:`SCORES` is computed here, in one pass over the images. ``"latent"`` and
+    ``"latent_knn"`` need ``latent``: a fitted :class:`LatentGaussian` or the normal training
+    images to fit one on. ``beta`` weights the KL of ``"elbo"`` (default
+    :func:`aelib.models.default_beta`; give the beta the VAE was trained with).
+    ``progress(done, total, seconds)`` after each batch.
     """
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     _check_scores(model, names, SCORES)
     cfg = model.config
     data = as_image_tensor(images_uint8, cfg.in_shape)
     gaussian = None
-    if "latent" in names:
+    if set(LATENT_SCORES) & set(names):
         if latent is None:
-            raise ConfigError("The 'latent' score needs the normal training images to fit a Gaussian "
+            which = next(m for m in names if m in LATENT_SCORES)
+            raise ConfigError(f"The {which!r} score needs the normal training images to fit a Gaussian "
                               "to their latent codes.")
         gaussian = latent if isinstance(latent, LatentGaussian) else \
             LatentGaussian(latent_codes(model, latent, batch_size))
@@ -222,6 +270,8 @@ def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[s
                 v = sse / n_pixels + kl_beta * kl_divergence(mu.double(), logvar.double())
             elif m == "latent":
                 v = torch.from_numpy(gaussian(z.flatten(1).double().cpu()))
+            elif m == "latent_knn":
+                v = torch.from_numpy(gaussian.neighbours(z.flatten(1).double().cpu()))
             else:
                 if kernel.device != diff.device:
                     kernel = kernel.to(diff.device)
@@ -253,7 +303,7 @@ def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: S
       Its mean over a batch equals the eval-mode training loss at that beta.
     * ``"blur"``, ``"blur_ink"``: see :data:`SCORES`.
 
-    Errors are measured in the model's pixel range. Unknown metrics, ``"latent"`` (it needs
+    Errors are measured in the model's pixel range. Unknown metrics, the latent scores (they need
     fitting: :func:`model_scores` or :class:`AnomalyDetector`), or ``"elbo"`` for a model that is
     not a VAE, raise :class:`ConfigError`.
     """

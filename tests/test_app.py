@@ -366,6 +366,24 @@ def test_score_one_image_gives_its_percentile_among_normal_scores(env):
     assert float(pct.rstrip("%")) > 90  # a white page reconstructs worse than nearly every test digit
 
 
+@pytest.mark.parametrize("score", ["latent", "latent_knn"])
+def test_score_one_image_with_a_latent_score_uses_that_score(env, score):
+    """The latent scores are fitted to normal images: one uploaded image is scored with the same
+    fitted score as the table, not a reconstruction error nor an error box."""
+    at = goto(new_app(), "anomaly")
+    at.selectbox(key="aelib.a_metric").set_value(score).run()
+    from PIL import Image
+    png = io.BytesIO()
+    Image.fromarray(np.full((40, 30), 255, dtype=np.uint8)).save(png, "PNG")
+    at.file_uploader(key="aelib.a_one_up").upload("white.png", png.getvalue()).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, texts(at.error)
+    labels = [m.label for m in at.metric]
+    assert f"Score ({score})" in labels, labels
+    pct = next(m.value for m in at.metric if m.label.startswith("Percentile"))
+    assert float(pct.rstrip("%")) > 90  # a white page's code is far from every digit's
+
+
 def test_compare_page_overlays_runs_and_lists_what_differs(env):
     at = goto(new_app(), "training")
     at.number_input(key="aelib.t_subset_mnist").set_value(300)

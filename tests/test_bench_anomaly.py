@@ -29,7 +29,7 @@ def test_quick_mode_reports_per_class_aucs_for_every_family(quick_result: dict) 
     r = quick_result
     assert r["quick"] and r["classes"] == [0, 1] and r["families"] == ["fcn", "conv", "vae"]
     assert r["data"]["source"] == "bundled-sample"
-    scores = ("l2", "mae", "blur", "blur_ink", "latent")
+    scores = ("l2", "mae", "blur", "blur_ink", "latent", "latent_knn")
     expected = {f"{f}/{s}" for f in ("fcn", "conv", "vae") for s in scores}
     expected |= {"vae/elbo", "ensemble"}
     assert expected <= set(r["auc"])

@@ -14,14 +14,18 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
 from torch import nn
 
+from aelib import scoring
 from aelib.data import to_float
 from aelib.errors import ConfigError, DataError
 from aelib.models import ModelConfig, build, get_config, reconstruct, vae_loss
 from aelib.scoring import (
+    LATENT_KNN_K,
+    LATENT_SCORES,
     RECONSTRUCTION_SCORES,
     SCORES,
     AnomalyDetector,
     EnsembleDetector,
+    LatentGaussian,
     choose_threshold,
     ensemble_scores,
     evaluate_scores,
@@ -337,7 +341,8 @@ def test_blur_scores_and_ink_normalisation_by_hand():
     assert s["blur"][1] ** 2 == pytest.approx(2 * s["blur"][0] ** 2, rel=1e-3)
     assert s["blur_ink"][0] == pytest.approx(s["blur"][0] ** 2 / np.sqrt(4 + 1e-3), rel=1e-6)
     assert s["blur_ink"][1] / s["blur_ink"][0] == pytest.approx(2 / np.sqrt(2), rel=1e-3)
-    assert set(RECONSTRUCTION_SCORES) | {"latent"} == set(SCORES)
+    assert set(RECONSTRUCTION_SCORES) | set(LATENT_SCORES) == set(SCORES)
+    assert not set(RECONSTRUCTION_SCORES) & set(LATENT_SCORES)
 
 
 def test_latent_score_is_the_mahalanobis_distance_of_the_codes():
@@ -354,6 +359,56 @@ def test_latent_score_is_the_mahalanobis_distance_of_the_codes():
         model_scores(Zero(), test, ("latent",))
     with pytest.raises(ConfigError):
         reconstruction_errors(Zero(), test, ("latent",))
+
+
+def _mahalanobis_knn_by_hand(z_fit: np.ndarray, z: np.ndarray, k: int, own: bool = False,
+                             ref: np.ndarray | None = None) -> np.ndarray:
+    """Gaussian of all of z_fit; neighbours among z_fit[ref] (all by default); own: z is z_fit."""
+    ref = np.arange(len(z_fit)) if ref is None else ref
+    cov = np.cov(z_fit.T)
+    p = np.linalg.inv(cov + 1e-6 * np.diag(cov).mean() * np.eye(len(cov)))
+    diff = z[:, None, :] - z_fit[None, ref, :]
+    d = np.sqrt(np.einsum("qnd,de,qne->qn", diff, p, diff))
+    if own:
+        d[ref, np.arange(len(ref))] = np.inf
+    return np.sort(d, axis=1)[:, :k].mean(1)
+
+
+def test_latent_knn_score_is_the_mean_mahalanobis_distance_to_the_nearest_normal_codes():
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (300, 1, 8, 8), dtype=torch.uint8, generator=g)
+    test = _images(40, (1, 8, 8), seed=1)
+    z_fit = train.flatten(1)[:, :2].double().numpy() / 255
+    z = test.flatten(1)[:, :2].double().numpy() / 255
+    both = model_scores(Zero(), test, ("latent", "latent_knn"), latent=train)
+    np.testing.assert_allclose(both["latent_knn"], _mahalanobis_knn_by_hand(z_fit, z, LATENT_KNN_K),
+                               rtol=1e-6)
+    assert both["latent"].shape == (40,)
+    with pytest.raises(ConfigError, match="latent_knn"):
+        model_scores(Zero(), test, ("latent_knn",))
+    with pytest.raises(ConfigError):
+        reconstruction_errors(Zero(), test, ("latent_knn",))
+
+
+def test_latent_knn_leaves_each_fitted_code_out_of_its_own_neighbours(monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    z = torch.rand(120, 3, generator=g, dtype=torch.float64)
+    gauss = LatentGaussian(z)
+    own = gauss.neighbours(z, 3, leave_one_out=True)
+    np.testing.assert_allclose(own, _mahalanobis_knn_by_hand(z.numpy(), z.numpy(), 3, own=True), rtol=1e-6)
+    assert (own > gauss.neighbours(z, 3)).all()  # counting itself would add a distance of 0
+    with pytest.raises(DataError):
+        gauss.neighbours(z[:10], leave_one_out=True)
+    # A large normal set is searched through a fixed subset: bounded work, same answer each time.
+    monkeypatch.setattr(scoring, "LATENT_KNN_REFERENCE", 50)
+    capped = LatentGaussian(z)
+    assert capped.reference.shape == (50, 3)
+    loo = capped.neighbours(z, 3, leave_one_out=True)
+    ref = torch.nonzero(capped._column >= 0).flatten().numpy()
+    assert len(ref) == 50
+    np.testing.assert_allclose(loo, _mahalanobis_knn_by_hand(z.numpy(), z.numpy(), 3, own=True, ref=ref),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(loo, LatentGaussian(z).neighbours(z, 3, leave_one_out=True))
 
 
 def test_evaluate_scores_against_sklearn():

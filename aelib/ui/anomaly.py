@@ -215,12 +215,19 @@ def tag(m: ModelChoice, case: Case, data: ImageSet) -> str:
     return f"{m.name} (trained on {seen})"
 
 
+def score_used(m: ModelChoice, case: Case, metric: str) -> str:
+    """The score ``m`` gets for ``metric``: ELBO needs a VAE and the latent scores need normal
+    images, else L2."""
+    use = metric if metric in scoring.available_scores(m.model) else "l2"
+    return "l2" if use in scoring.LATENT_SCORES and case.normal is None else use
+
+
+def scores_of(m: ModelChoice, case: Case, images: Images, metric: str) -> tuple[str, np.ndarray]:
+    """(score used, scores of ``images``), a latent score fitted to the case's normal images."""
+    use = score_used(m, case, metric)
+    return use, compute.scores(m, images, use, case.normal if use in scoring.LATENT_SCORES else None)
+
+
 def scores_for(models: list[ModelChoice], case: Case, metric: str) -> dict[str, tuple[str, np.ndarray]]:
-    """{model id: (score used, scores)}: ELBO needs a VAE and latent needs normal images, else L2."""
-    out = {}
-    for m in models:
-        use = metric if metric in scoring.available_scores(m.model) else "l2"
-        if use == "latent" and case.normal is None:
-            use = "l2"
-        out[m.id] = (use, compute.scores(m, case.test, use, case.normal if use == "latent" else None))
-    return out
+    """{model id: (score used, scores of the test images)}."""
+    return {m.id: scores_of(m, case, case.test, metric) for m in models}

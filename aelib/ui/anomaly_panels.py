@@ -12,7 +12,7 @@ from .. import explore, export, scoring
 from ..data import load_images
 from ..errors import AelibError
 from . import compute, draw, sources, state, widgets
-from .anomaly import Case
+from .anomaly import Case, scores_of
 from .choices import ModelChoice
 from .sources import Images
 
@@ -167,8 +167,8 @@ def score_one_panel(
     m = widgets.pick_model("Model", models, "aelib.a_one_model")
     x = explore.fit_images(image[:1], m.in_shape)
     one = Images(f"one:{state.digest(shot) if shot is not None else up.sha}:{m.in_shape}", x)
-    use = metric if metric != "elbo" or m.vae else "l2"
-    score = float(compute.errors(m, one, (use,))[use][0])
+    use, one_score = scores_of(m, case, one, metric)  # the table's score, fitted the same way
+    score = float(one_score[0])
     ref = scores[m.id] if case.labels is None else scores[m.id][case.labels == 0]
     pct = explore.percentile_of(score, ref)
     thr = st.session_state.get(threshold_key(m.id, metric))
