@@ -448,9 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--what", choices=["predictions", "scores"], default="predictions")
     p.add_argument("--score", choices=list(SCORES), default="l2",
-                   help="anomaly score for --what scores (default l2; latent needs --fit-on)")
+                   help="anomaly score for --what scores (default l2; latent and latent_knn need --fit-on)")
     p.add_argument("--fit-on", default=None,
-                   help="normal training images (.npy, folder...) for --score latent")
+                   help="normal training images (.npy, folder...) for --score latent or latent_knn")
     p.add_argument("--limit", type=_whole(1), default=None, help="only the first N test images")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)

@@ -90,5 +90,11 @@ def test_cli_detect_writes_scores_and_metrics(tmp_path, mnist_small, monkeypatch
                    "--score", "latent", "--fit-on", str(tmp_path / "normal.npy"),
                    "--out", str(tmp_path / "latent.csv")])
     assert rc == 0 and len((tmp_path / "latent.csv").read_text().splitlines()) == 201
-    assert cli.main(["export", report["saved"][1], "--dataset", str(tmp_path / "test.npy"), "--what",
-                     "scores", "--score", "latent", "--out", str(tmp_path / "x.csv")]) == 2
+    for score in ("latent", "latent_knn"):
+        assert cli.main(["export", report["saved"][1], "--dataset", str(tmp_path / "test.npy"), "--what",
+                         "scores", "--score", score, "--out", str(tmp_path / "x.csv")]) == 2
+    rc = cli.main(["export", report["saved"][1], "--dataset", str(tmp_path / "test.npy"), "--what", "scores",
+                   "--score", "latent_knn", "--fit-on", str(tmp_path / "normal.npy"),
+                   "--out", str(tmp_path / "knn.csv")])
+    rows = (tmp_path / "knn.csv").read_text().splitlines()
+    assert rc == 0 and len(rows) == 201 and all(float(r.split(",")[1]) > 0 for r in rows[1:])

@@ -482,3 +482,18 @@ def test_ensemble_detector_standardises_members_by_their_training_scores():
     seen = []
     ens.anomaly_scores(test, progress=lambda done, total, sec: seen.append((done, total)))
     assert seen[-1] == (60, 60) and all(t == 60 for _, t in seen)
+
+
+def test_detector_with_latent_knn_fits_its_threshold_on_leave_one_out_scores():
+    g = torch.Generator().manual_seed(3)
+    train = torch.randint(0, 256, (200, 1, 8, 8), dtype=torch.uint8, generator=g)
+    test = _images(30, (1, 8, 8), seed=4)
+    det = AnomalyDetector(Zero(), score="latent_knn", contamination=0.1).fit(train)
+    z_fit = train.flatten(1)[:, :2].double().numpy() / 255
+    own = _mahalanobis_knn_by_hand(z_fit, z_fit, LATENT_KNN_K, own=True)
+    np.testing.assert_allclose(det.decision_scores_, own, rtol=1e-6)
+    assert (det.labels_ == 1).sum() == 20  # 10% of the normal images, their own code left out
+    direct = model_scores(Zero(), test, ("latent_knn",), latent=train)["latent_knn"]
+    np.testing.assert_allclose(det.anomaly_scores(test), direct, rtol=1e-9)
+    with pytest.raises(NotFittedError):
+        AnomalyDetector(Zero(), score="latent_knn").anomaly_scores(test)
