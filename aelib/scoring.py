@@ -216,14 +216,15 @@ def _check_scores(model: nn.Module, names: tuple[str, ...], allowed: Sequence[st
 def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[str] = ("l2",),
                  batch_size: int | None = None, beta: float | None = None,
                  latent: LatentGaussian | ImagesLike | None = None,
-                 progress: Progress | None = None) -> dict[str, np.ndarray]:
+                 progress: Progress | None = None, ink_power: float = INK_POWER) -> dict[str, np.ndarray]:
     """Per-image anomaly scores, one float64 array of length N per name in ``metrics``.
 
     Every name of :data:`SCORES` is computed here, in one pass over the images. ``"latent"`` and
     ``"latent_knn"`` need ``latent``: a fitted :class:`LatentGaussian` or the normal training
     images to fit one on. ``beta`` weights the KL of ``"elbo"`` (default
     :func:`aelib.models.default_beta`; give the beta the VAE was trained with).
-    ``progress(done, total, seconds)`` after each batch.
+    ``progress(done, total, seconds)`` after each batch. ``ink_power``: the power of the ink that
+    ``"blur_ink"`` divides by (:data:`INK_POWER` unless a benchmark protocol chose another).
     """
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     _check_scores(model, names, SCORES)
@@ -283,7 +284,7 @@ def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[s
                     v = bsq.sqrt()
                 else:
                     ink = ((x - lo) / (hi - lo)).flatten(1).double().sum(1)
-                    v = bsq / (ink + INK_EPS).pow(INK_POWER)
+                    v = bsq / (ink + INK_EPS).pow(ink_power)
             parts[m].append(v.cpu())
     return {m: (torch.cat(v).numpy() if v else np.zeros(0)) for m, v in parts.items()}
 

@@ -44,6 +44,10 @@ def test_quick_mode_reports_per_class_aucs_for_every_family(quick_result: dict) 
         assert r["train_configs"][f]["epochs"] == 1 and r["train_configs"][f]["threads"] == 1
     assert r["anchors"] and all("source" in a for a in r["anchors"])
     assert r["headline"]["name"] == "ensemble" and r["headline"]["mean_auc"] == r["summary"]["ensemble"]
+    # MNIST's own protocol: blur_ink divides by the ink itself, every family joins with blur_ink.
+    assert r["scores"]["ink_power"] == ba.PROTOCOLS["mnist"]["ink_power"] == 1.0
+    assert r["ensemble"]["members"] == {f: ["blur_ink"] for f in ("fcn", "conv", "vae")}
+    assert ba.PROTOCOLS["fashion-mnist"]["ink_power"] == 0.5
     # One progress line per (class, family), with its seconds, plus the ensemble lines.
     fam_lines = [line for line in r["_log"] if line.rstrip().endswith("s") and "latent" in line]
     assert len(fam_lines) == 6

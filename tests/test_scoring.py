@@ -341,6 +341,9 @@ def test_blur_scores_and_ink_normalisation_by_hand():
     assert s["blur"][1] ** 2 == pytest.approx(2 * s["blur"][0] ** 2, rel=1e-3)
     assert s["blur_ink"][0] == pytest.approx(s["blur"][0] ** 2 / np.sqrt(4 + 1e-3), rel=1e-6)
     assert s["blur_ink"][1] / s["blur_ink"][0] == pytest.approx(2 / np.sqrt(2), rel=1e-3)
+    ink1 = model_scores(Zero((1, 20, 20)), a, ("blur", "blur_ink"), ink_power=1.0)  # a protocol's power
+    assert ink1["blur_ink"][0] == pytest.approx(s["blur"][0] ** 2 / (4 + 1e-3), rel=1e-6)
+    assert ink1["blur_ink"][1] / ink1["blur_ink"][0] == pytest.approx(1.0, rel=1e-3)
     assert set(RECONSTRUCTION_SCORES) | set(LATENT_SCORES) == set(SCORES)
     assert not set(RECONSTRUCTION_SCORES) & set(LATENT_SCORES)
 

@@ -1,7 +1,7 @@
-"""Latent-space scores of the one-class benchmark's models, on its validation split only.
+"""Scores of the one-class benchmark's models, on its validation split only.
 
-    python bench/tune_anomaly_latent.py --dataset fashion-mnist --families conv --latents 64,128
-    python bench/tune_anomaly_latent.py --dataset mnist --families fcn,conv,vae
+    python bench/tune_anomaly.py --dataset fashion-mnist --families conv --latents 64,128
+    python bench/tune_anomaly.py --dataset mnist --families fcn,conv,vae --ink-powers 0.5,1
 
 The validation split is carved from the *training* set, as ``bench/results/anomaly-validation.json``
 describes it (MNIST: 160 held-out normal images + 100 of each other digit; Fashion-MNIST: 600 +
@@ -10,7 +10,8 @@ class with the benchmark's protocol (``aelib.bench_anomaly.protocol_configs``, s
 thread) and is scored with ``l2``, ``blur_ink``, ``latent`` (squared Mahalanobis distance to the
 normal codes' mean), the Mahalanobis k-nearest-neighbour distance for several k and ridges, and,
 with all three families, the benchmark's z-score ensemble with either latent score for the conv
-member. Prints one line per class and the means; writes ``--out`` (JSON).
+member; ``--ink-powers`` adds ``blur_ink`` with other powers of the ink (``blur_ink@P``) and the
+ensembles made with them. Prints one line per class and the means; writes ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ def main() -> int:
     ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--families", default="conv")
     ap.add_argument("--latents", default="64", help="conv latent sizes to try (default: the protocol's 64)")
+    ap.add_argument("--ink-powers", default="", help="other ink powers for blur_ink, e.g. 0.75,1")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     families = args.families.split(",")
     latents = [int(v) for v in args.latents.split(",")]
+    powers = [float(v) for v in args.ink_powers.split(",") if v]
     train, _ = load_splits(args.dataset, root=args.data_root, download=False)
     models, trains = bench_anomaly.protocol_configs(args.dataset, families)
     g = torch.Generator().manual_seed(123)
@@ -78,9 +81,13 @@ def main() -> int:
                 model = build(cfg, seed=0)
                 fit(model, xtr, None, trains[fam])
                 beta = trains[fam].beta if fam == "vae" else None
-                for k, s in scoring.model_scores(model, xval, ("l2", "blur_ink", "latent"), beta=beta,
-                                                 latent=xtr).items():
+                got = scoring.model_scores(model, xval, ("l2", "blur", "blur_ink", "latent"), beta=beta,
+                                           latent=xtr)
+                for k, s in got.items():
                     note(f"{tag}/{k}", s)
+                ink = xval.flatten(1).double().sum(1).numpy() / 255  # as model_scores measures it
+                for p in powers:  # blur is the L2 norm of the same blurred error blur_ink divides
+                    note(f"{tag}/blur_ink@{p:g}", got["blur"] ** 2 / (ink + scoring.INK_EPS) ** p)
                 if fam != "conv":
                     continue
                 z_fit, z_val = scoring.latent_codes(model, xtr), scoring.latent_codes(model, xval)
@@ -93,6 +100,12 @@ def main() -> int:
                 members = ["fcn/blur_ink", f"conv/{conv_score}", "vae/blur_ink"]
                 note(f"ensemble[conv {conv_score}]",
                      scoring.ensemble_scores([arrays[m] for m in members], "zscore"))
+            for p in powers:
+                ink_p = f"blur_ink@{p:g}"
+                trios = {f"ensemble[{ink_p}]": [f"fcn/{ink_p}", "conv/latent", f"vae/{ink_p}"],
+                         f"ensemble[all {ink_p}]": [f"{f}/{ink_p}" for f in ("fcn", "conv", "vae")]}
+                for name, members in trios.items():
+                    note(name, scoring.ensemble_scores([arrays[m] for m in members], "zscore"))
         per_class[c] = aucs
         print(f"class {c} {time.perf_counter() - t0:.0f}s "
               + " ".join(f"{k} {v:.4f}" for k, v in aucs.items()), flush=True)
