@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.aelib-installed
 
-.PHONY: app test lint bench clean-venv
+.PHONY: app test lint bench screenshots clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ TEST_WORKERS ?= 3
 
 test: $(STAMP)
 	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
+
+# The README's page screenshots, redrawn by the browser tests (a plain test run leaves them alone).
+screenshots: $(STAMP)
+	AELIB_UPDATE_SCREENSHOTS=1 $(PY) -m pytest tests/test_browser.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check aelib tests bench pages streamlit_app.py

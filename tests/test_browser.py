@@ -1,6 +1,8 @@
 """End to end in a real browser: `streamlit run` + headless Chromium (Playwright) on every page.
 
-Fails on any Streamlit exception box and saves one screenshot per page to docs/screenshots/.
+Fails on any Streamlit exception box and saves one screenshot per page: to a temporary folder, or
+to the README's docs/screenshots/ with AELIB_UPDATE_SCREENSHOTS=1 (`make screenshots`), so a test
+run leaves the checkout as it was.
 Skips when /usr/bin/chromium or the playwright package is missing, unless AELIB_REQUIRE_BROWSER=1
 (CI), where a missing browser is a failure. Playwright drives the system Chromium; no browser is
 downloaded (`playwright install` is never needed).
@@ -8,6 +10,7 @@ downloaded (`playwright install` is never needed).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -24,7 +27,7 @@ from _apptools import launch_chromium, need_playwright, streamlit_server
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "docs" / "screenshots"
+DOC_SHOTS = ROOT / "docs" / "screenshots"
 PAGES = {"overview": "", "training": "training", "reconstruction": "reconstruction", "latent": "latent",
          "anomaly": "anomaly"}
 
@@ -80,9 +83,16 @@ def _full_page_screenshot(page, path: Path) -> None:
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
-def test_every_page_renders_without_exception(app_url):
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    if os.environ.get("AELIB_UPDATE_SCREENSHOTS") == "1":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        return DOC_SHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def test_every_page_renders_without_exception(app_url, shots):
     url, sync_playwright = app_url
-    SHOTS.mkdir(parents=True, exist_ok=True)
     failures = []
     with sync_playwright() as p:
         browser = launch_chromium(p)
@@ -94,14 +104,14 @@ def test_every_page_renders_without_exception(app_url):
                 errors = page.locator('[data-testid="stException"]')
                 if errors.count():
                     failures.append(f"{name}: {errors.first.inner_text()[:500]}")
-                _full_page_screenshot(page, SHOTS / f"{name}.png")
+                _full_page_screenshot(page, shots / f"{name}.png")
         finally:
             browser.close()
     assert not failures, "\n".join(failures)
-    assert all((SHOTS / f"{n}.png").stat().st_size > 10_000 for n in PAGES)
+    assert all((shots / f"{n}.png").stat().st_size > 10_000 for n in PAGES)
 
 
-def test_training_from_the_browser_shows_progress_and_finishes(app_url):
+def test_training_from_the_browser_shows_progress_and_finishes(app_url, shots):
     url, sync_playwright = app_url
     with sync_playwright() as p:
         browser = launch_chromium(p)
@@ -118,7 +128,7 @@ def test_training_from_the_browser_shows_progress_and_finishes(app_url):
             page.get_by_text("Validation MSE after epoch 3").wait_for(timeout=60_000)
             assert page.locator('[data-testid="stException"]').count() == 0
             _settle(page)
-            _full_page_screenshot(page, SHOTS / "training-run.png")
+            _full_page_screenshot(page, shots / "training-run.png")
         finally:
             browser.close()
 
