@@ -176,7 +176,7 @@ def score_one_panel(
     draw.image_rows(
         [
             ("image", g["original"], [name]),
-            ("reconstruction", g["reconstruction"], [f"{score:.4g}"]),
+            ("reconstruction", g["reconstruction"], [f"{use} {score:.4g}"]),  # the score may not be an error
             ("|error|", draw.heatmap(g["abs_error"], vmax=0.5), None),
         ],
         gray_r,
