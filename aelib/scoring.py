@@ -71,9 +71,9 @@ BLUR_SIGMA = 1.0
 INK_POWER = 0.5
 INK_EPS = 1e-3  # in [0, 1] pixel units: keeps an all-black image finite
 LATENT_RIDGE = 1e-6  # added to the latent covariance, relative to its mean variance
-# A class whose codes are not one Gaussian blob (sleeves up or down, a bag with or without a
-# handle) is better described by its nearest normal codes than by their mean: "latent_knn" is the
-# mean distance to the LATENT_KNN_K nearest, measured with the Gaussian's covariance.
+# A class whose codes do not form one Gaussian blob is better described by its nearest normal
+# codes than by their mean: "latent_knn" is the mean distance to the LATENT_KNN_K nearest,
+# measured with the Gaussian's covariance.
 LATENT_KNN_K = 5
 # The neighbours are searched among at most this many training codes (a fixed random subset), so
 # the time and memory per scored image stay bounded whatever the size of the normal set.
@@ -159,13 +159,20 @@ class LatentGaussian:
         z = torch.as_tensor(z, dtype=torch.float64)
         if z.dim() != 2 or len(z) == 0:
             raise DataError("Fitting the latent Gaussian needs at least one normal image.")
+        if not torch.isfinite(z).all():
+            raise DataError("This model gives non-finite latent codes for some normal images, so no "
+                            "latent score can be fitted; use a reconstruction score instead.")
         self.mean = z.mean(0)
         d = z.shape[1]
         cov = torch.cov(z.T).reshape(d, d) if len(z) > 1 else torch.zeros(d, d, dtype=z.dtype)
         scale = max(float(cov.diagonal().mean()), 1e-12)
         self.precision = torch.linalg.inv(cov + ridge * scale * torch.eye(d, dtype=z.dtype))
         # precision = W W^T, so |(a - b) W| is the Mahalanobis distance between codes a and b.
-        self._whiten = torch.linalg.cholesky((self.precision + self.precision.T) / 2)
+        sym = (self.precision + self.precision.T) / 2
+        self._whiten, info = torch.linalg.cholesky_ex(sym)
+        if info:  # not numerically positive definite: the eigen-decomposition, negatives as 0
+            values, vectors = torch.linalg.eigh(sym)
+            self._whiten = vectors * values.clamp(min=0).sqrt()
         self.n_fitted = len(z)
         # _column[i]: where fitted code i sits among the reference codes (-1: not kept).
         self._column = torch.arange(len(z))

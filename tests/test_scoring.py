@@ -500,3 +500,14 @@ def test_detector_with_latent_knn_fits_its_threshold_on_leave_one_out_scores():
     np.testing.assert_allclose(det.anomaly_scores(test), direct, rtol=1e-9)
     with pytest.raises(NotFittedError):
         AnomalyDetector(Zero(), score="latent_knn").anomaly_scores(test)
+
+
+def test_latent_gaussian_of_non_finite_codes_is_one_clear_sentence():
+    z = torch.rand(20, 3, dtype=torch.float64)
+    z[4, 1] = float("nan")
+    with pytest.raises(DataError, match="non-finite latent codes"):
+        LatentGaussian(z)
+    # Identical codes (a collapsed model): finite, and a distance of 0 to them.
+    same = LatentGaussian(torch.ones(30, 3, dtype=torch.float64))
+    assert np.isfinite(same.neighbours(torch.ones(2, 3))).all()
+    assert np.isfinite(same(torch.zeros(2, 3))).all()
