@@ -162,15 +162,15 @@ class AnomalyDetector(_ThresholdedDetector):
                             progress)[self.score]
 
     def _fit_scores(self, X: ImagesLike, progress: Progress | None) -> np.ndarray:
+        if self.score not in LATENT_SCORES:
+            return self.anomaly_scores(X, progress)
+        z = latent_codes(self.model, X, self.batch_size, progress)  # one pass: fit and score
+        self.latent_ = LatentGaussian(z)
         if self.score == "latent":
-            self.latent_ = LatentGaussian(latent_codes(self.model, X, self.batch_size))
-        elif self.score == "latent_knn":
-            z = latent_codes(self.model, X, self.batch_size, progress)
-            self.latent_ = LatentGaussian(z)
-            # Each normal image's own code is in the fitted set: leave it out, or every training
-            # score (and the contamination threshold set from them) would come out too low.
-            return self.latent_.neighbours(z, leave_one_out=True)
-        return self.anomaly_scores(X, progress)
+            return self.latent_(z)
+        # Each normal image's own code is in the fitted set: leave it out, or every training score
+        # (and the contamination threshold set from them) would come out too low.
+        return self.latent_.neighbours(z, leave_one_out=True)
 
     def fit(self, X: ImagesLike, y: None = None, progress: Progress | None = None) -> AnomalyDetector:
         super().fit(X, y, progress)

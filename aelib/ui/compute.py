@@ -112,10 +112,18 @@ def _beta(m: ModelChoice) -> float | None:
     return float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else None
 
 
+@st.cache_resource(max_entries=16, show_spinner=False, hash_funcs=HASH)
+def latent_gaussian(m: ModelChoice, normal: Images) -> scoring.LatentGaussian:
+    """The Gaussian of ``m``'s codes of ``normal``: fitted once, for both latent scores of every image
+    scored against it (the table's test set and each uploaded image). Read-only once made."""
+    return scoring.LatentGaussian(scoring.latent_codes(m.model, normal.tensor, _batch(m)))
+
+
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
 def scores(m: ModelChoice, images: Images, score: str, normal: Images | None = None) -> np.ndarray:
-    """One anomaly score of every image (``latent`` fitted on ``normal``; ELBO with the run's beta)."""
-    latent = None if normal is None else normal.tensor
+    """One anomaly score of every image (the latent scores fitted on ``normal``; ELBO with the run's
+    beta)."""
+    latent = None if normal is None else latent_gaussian(m, normal)
     return scoring.model_scores(
         m.model, images.tensor, (score,), batch_size=_batch(m), beta=_beta(m), latent=latent
     )[score]
