@@ -117,6 +117,7 @@ c3.download_button(
     file_name="prediction.csv",
     mime="text/csv",
     key="aelib.r_csv",
+    on_click="ignore",  # a download changes nothing: no rerun racing the deferred file
     icon=":material/download:",
 )
 st.caption(

@@ -315,7 +315,10 @@ def download(page, name, scope=None) -> tuple[str, bytes]:
                 e.inner_text() for e in page.locator('[data-testid="stDownloadButtonError"]').all()))
             settle(page)
     else:
-        pytest.fail(f"no download from {name!r}: {why}")
+        buttons = (scope or page).get_by_role("button", name=name)
+        state = [f"{b.inner_text()!r} enabled={b.is_enabled()}" for b in buttons.all()] or ["no such button"]
+        text = main(page).inner_text()[-1500:]
+        pytest.fail(f"no download from {name!r}: {why}; buttons: {state}; the page ends with: {text!r}")
     return dl.suggested_filename, Path(dl.path()).read_bytes()
 
 

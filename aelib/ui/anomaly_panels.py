@@ -230,6 +230,7 @@ def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], metric: s
         file_name=f"scores-{metric}.csv",
         mime="text/csv",
         key="aelib.a_csv",
+        on_click="ignore",  # a download changes nothing: no rerun racing the deferred file
         icon=":material/download:",
     )
     st.caption(

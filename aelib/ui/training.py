@@ -62,6 +62,7 @@ def session_runs_panel() -> None:
                 key="aelib.t_dl_json",
                 file_name=f"{run.name}.json",
                 mime="application/json",
+                on_click="ignore",
             )
             if settings.read_only():
                 c3.caption("Saving is off on this server (read-only): download the checkpoint instead.")
