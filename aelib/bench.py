@@ -15,6 +15,18 @@ from .recipes import RECIPE, RECIPE_TARGET_MSE, fast_config
 from .train import TrainConfig, fit
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its widest vector unit (speed ratios differ between CPUs)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+    simd = "avx512f" if " avx512f" in flags else "avx2" if " avx2" in flags else "sse"
+    return f"{name} ({simd})"
+
+
 def _machine() -> dict:
     return {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}

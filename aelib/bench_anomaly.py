@@ -68,16 +68,18 @@ _MODELS = {
 
 
 def _protocol(batch_size: int, fcn_epochs: int, epochs: int, ink_power: float = INK_POWER,
-              ensemble: dict[str, tuple[str, ...]] | None = None) -> dict:
+              ensemble: dict[str, tuple[str, ...]] | None = None, headline: str = "ensemble") -> dict:
     """One-cycle training at ``batch_size``: the fcn for ``fcn_epochs``, conv and vae for ``epochs``;
-    ``blur_ink`` divides by the ink to ``ink_power``; ``ensemble``: each family's member scores."""
+    ``blur_ink`` divides by the ink to ``ink_power``; ``ensemble``: each family's member scores;
+    ``headline``: the score the dataset is reported by, the one that did best on validation."""
     common = dict(batch_size=batch_size, schedule="onecycle")
     return {"models": _MODELS,
             "train": {"fcn": dict(epochs=fcn_epochs, lr=1e-3, **common),
                       "conv": dict(epochs=epochs, lr=1e-3, **common),
                       "vae": dict(epochs=epochs, lr=3e-3, beta=1e-3, **common)},
             "ink_power": float(ink_power),
-            "ensemble": dict(ENSEMBLE_MEMBERS if ensemble is None else ensemble)}
+            "ensemble": dict(ENSEMBLE_MEMBERS if ensemble is None else ensemble),
+            "headline": headline}
 
 
 PROTOCOLS: dict[str, dict] = {
@@ -87,7 +89,10 @@ PROTOCOLS: dict[str, dict] = {
     # (validation figures in bench/results/anomaly-validation.json).
     "mnist": _protocol(32, 40, 40, ink_power=MNIST_INK_POWER,
                        ensemble={"fcn": ("blur_ink",), "conv": ("blur_ink",), "vae": ("blur_ink",)}),
-    "fashion-mnist": _protocol(128, 20, 10),  # 6,000 per class: the default batch, 470-940 steps
+    # 6,000 per class: the default batch, 470-940 steps. On validation the conv's latent_knn
+    # (0.9442) beat every ensemble tried (the best, fcn blur_ink + conv latent, 0.942), so it is
+    # the headline, averaged over the seeds as every headline is.
+    "fashion-mnist": _protocol(128, 20, 10, headline="conv/latent_knn+seeds"),
 }
 
 QUICK = {"classes": 2, "epochs": 1, "train_per_class": 200, "test_images": 500}
@@ -108,16 +113,19 @@ ANCHORS: dict[str, list[dict]] = {
         {"method": "GEOM (geometric-transformation classifier)", "mean_auc": 0.935,
          "source": "Golan & El-Yaniv, Deep Anomaly Detection Using Geometric Transformations, "
                    "NeurIPS 2018, Table 1"},
-        {"method": "convolutional autoencoder baselines (CAE-OC-SVM, DSEBM)", "mean_auc": [0.82, 0.86],
-         "source": "Golan & El-Yaniv, NeurIPS 2018, Table 1 (approximate range)"},
     ],
 }
-ANCHOR_NOTE = ("No stored copy of the papers' tables could be read. The Deep SVDD per-class figures match "
-               "the 'original' row a third-party Deep SVDD reimplementation quotes in its GitHub README "
-               "(a secondary source, not the paper); the DCAE, GEOM and CAE figures "
-               "are unverified (from memory of the tables; the DCAE per-class figures recalled here average "
-               "0.897, lower than the ~0.92 sometimes quoted). The papers use the full MNIST (60k/10k); ours "
-               "uses an 8,000/2,000 MNIST subset (offline), Fashion-MNIST is complete.")
+ANCHOR_NOTE = ("Checked against stored copies where they could be found: every stored copy of the three "
+               "papers we found (ar5iv, papers.nips.cc, arxiv-vanity, studylib) gave their opening pages "
+               "only, not the tables, so no figure here is verified against the paper itself. Deep SVDD "
+               "0.948: its per-class row matches the row a third-party reimplementation's README quotes "
+               "from the paper (mean of the ten: 0.948). GEOM's Fashion-MNIST 0.935 matches third-party "
+               "listings of the paper. DCAE 0.897 is recalled, unverified. Not quoted, because they could "
+               "not be supported: a GEOM figure on MNIST (GEOM's paper reports CIFAR-10, CIFAR-100, "
+               "Fashion-MNIST and CatsVsDogs, so an MNIST 0.980 is a later paper's rerun) and a 0.82-0.86 "
+               "range for GEOM's autoencoder baselines (a third-party summary gives 0.87-0.93 for its "
+               "CAE-OC-SVM, DSEBM, ADGAN and RAW-OC-SVM rows). The papers use the full MNIST (60k/10k); "
+               "ours uses an 8,000/2,000 MNIST subset (offline), Fashion-MNIST is complete.")
 
 TARGETS = {"mnist": 0.95, "fashion-mnist": 0.93}
 BASELINE = {"mnist": 0.94, "fashion-mnist": 0.90,
@@ -195,6 +203,16 @@ def protocol_configs(dataset: str, families: Sequence[str] = FAMILIES, in_shape=
         trains[f] = TrainConfig(**fields)
         trains[f].validate()
     return models, trains
+
+
+def headline_of(protocol: dict, summary: dict[str, float], families: Sequence[str],
+                members: dict[str, tuple[str, ...]]) -> str:
+    """The protocol's headline score, fixed on validation before the test set was scored (never the
+    best of ``summary``); a smaller run (one seed, fewer families) reports the nearest it has."""
+    for name in (protocol["headline"], protocol["headline"].removesuffix("+seeds")):
+        if name in summary:
+            return name
+    return "ensemble" if "ensemble" in summary else f"{families[0]}/{members[families[0]][0]}"
 
 
 def run(dataset: str, root: str | Path | None, families: Sequence[str] = FAMILIES,
@@ -282,8 +300,7 @@ def run(dataset: str, root: str | Path | None, families: Sequence[str] = FAMILIE
            for name, v in table.items()}
     seconds = round(time.perf_counter() - t_start, 1)
     summary = {name: v["mean"] for name, v in auc.items()}
-    # The headline was fixed on validation before the test set was scored, not picked from `summary`.
-    headline = "ensemble" if "ensemble" in summary else f"{families[0]}/{members[families[0]][0]}"
+    headline = headline_of(protocol, summary, families, members)
     log(f"{key}: mean AUC over {len(classes)} classes: "
         + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()) + f"  ({seconds:.0f}s)")
     return {

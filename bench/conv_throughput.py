@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -130,18 +129,6 @@ def gemm_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def _cpu() -> str:
-    """The CPU's model name and its widest vector unit (ratios differ between CPUs)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-    simd = "avx512f" if " avx512f" in flags else "avx2" if " avx2" in flags else "sse"
-    return f"{name} ({simd})"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -205,7 +192,7 @@ def main() -> None:
         print(f"{k:36s} {v:.2f}x")
     result = {"benchmark": "conv-throughput", "threads": args.threads, "batch": 64,
               "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
-              "cpu": _cpu(),
+              "cpu": aebench.cpu_name(),
               "torch": torch.__version__, "gemm_gflops": round(peak_gflops, 1), "rows": rows,
               "raw": rates, "ratios": {k: round(v, 3) for k, v in ratios.items()}}
     path = aebench.write_result(result, args.out)

@@ -54,6 +54,19 @@ def test_quick_mode_reports_per_class_aucs_for_every_family(quick_result: dict) 
     json.dumps({k: v for k, v in r.items() if k != "_log"})  # JSON-friendly
 
 
+def test_the_headline_is_the_protocols_validated_score_not_the_best_test_figure() -> None:
+    fashion = ba.PROTOCOLS["fashion-mnist"]
+    assert fashion["headline"] == "conv/latent_knn+seeds" and ba.PROTOCOLS["mnist"]["headline"] == "ensemble"
+    members = fashion["ensemble"]
+    summary = {"conv/latent_knn": 0.90, "conv/latent_knn+seeds": 0.91, "fcn/l2": 0.99, "ensemble": 0.95}
+    assert ba.headline_of(fashion, summary, ("fcn", "conv"), members) == "conv/latent_knn+seeds"
+    one_seed = {k: v for k, v in summary.items() if not k.endswith("+seeds")}
+    assert ba.headline_of(fashion, one_seed, ("fcn", "conv"), members) == "conv/latent_knn"
+    # a run without the headline's family falls back to the ensemble, else the first member score
+    assert ba.headline_of(fashion, {"fcn/blur_ink": 0.9, "ensemble": 0.8}, ("fcn",), members) == "ensemble"
+    assert ba.headline_of(fashion, {"fcn/blur_ink": 0.9}, ("fcn",), members) == "fcn/blur_ink"
+
+
 def test_quick_mode_is_quick(quick_result: dict) -> None:
     assert quick_result["seconds"] < 30
 
