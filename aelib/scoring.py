@@ -262,7 +262,10 @@ def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[s
             return m.decode(z), None, None, z
         return m(x), None, None, None
 
-    parts: dict[str, list[torch.Tensor]] = {m: [] for m in names}
+    # Filled in place: a small tensor kept per batch would pin the allocator's heap between the
+    # batches' large buffers, and the process's memory would grow with the number of images.
+    out = {m: np.empty(len(data), dtype=np.float64) for m in names}
+    done = 0
     for x, (recon, mu, logvar, z) in eval_batches(model, data, batch_size, forward, progress):
         diff = recon - x
         flat = diff.flatten(1).double()
@@ -292,8 +295,9 @@ def model_scores(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[s
                 else:
                     ink = ((x - lo) / (hi - lo)).flatten(1).double().sum(1)
                     v = bsq / (ink + INK_EPS).pow(ink_power)
-            parts[m].append(v.cpu())
-    return {m: (torch.cat(v).numpy() if v else np.zeros(0)) for m, v in parts.items()}
+            out[m][done:done + len(x)] = v.cpu().numpy()
+        done += len(x)
+    return out
 
 
 def reconstruction_errors(model: nn.Module, images_uint8: ImagesLike, metrics: Sequence[str] = ("mse",),

@@ -22,7 +22,7 @@ from torch import nn
 from . import mlp_step
 from .data import to_float
 from .errors import ConfigError, TrainingDiverged
-from .forward import eval_batches
+from .forward import AUTO_BATCH_FLOATS, auto_batch_size, eval_batches
 from .models import default_beta, is_vae, reconstruction_loss, vae_loss
 
 
@@ -81,7 +81,7 @@ class TrainConfig:
     noise: str | None = None
     noise_level: float = 0.0
     threads: int | None = None
-    val_batch_size: int = 2048
+    val_batch_size: int | None = None  # None: forward.auto_batch_size (a few MB of floats a batch)
     target_val_mse: float | None = None
     device: str = "auto"            # "auto" (CUDA when available), "cpu", "cuda", "cuda:1"
     amp: bool = False               # bfloat16 autocast of the forward pass (GPU; CPU allowed)
@@ -191,9 +191,12 @@ def collapse_message(val_mse: float, mean_image_mse: float) -> str:
 
 @torch.no_grad()
 def mean_image_mse(train_images: torch.Tensor, val_images: torch.Tensor, output_range: str = "unit",
-                   chunk: int = 4096) -> float:
+                   chunk: int | None = None) -> float:
     """Validation MSE of the constant prediction "the training set's mean image", in the model's
-    pixel range (so it compares with ``val_mse``). Sums in float64, in chunks of ``chunk``."""
+    pixel range (so it compares with ``val_mse``). Sums in float64, in chunks of ``chunk`` images
+    (default: about :data:`~aelib.forward.AUTO_BATCH_FLOATS` pixels, so the float copies stay a few
+    MB whatever the image size; 4,096 colour 64x64 images were 0.6 GB)."""
+    chunk = chunk or max(1, AUTO_BATCH_FLOATS // max(train_images[:1].numel(), 1))
     total = torch.zeros(train_images.shape[1:], dtype=torch.float64, device=train_images.device)
     for i in range(0, len(train_images), chunk):
         total += to_float(train_images[i:i + chunk], output_range).sum(0, dtype=torch.float64)
@@ -370,8 +373,9 @@ def _evaluate_dist(model: nn.Module, images: torch.Tensor, cfg: TrainConfig,
     model.eval()
     shard = images[dist.rank::dist.world]
     tot_loss = tot_mse = 0.0
-    for i in range(0, len(shard), cfg.val_batch_size):
-        x = to_float(shard[i:i + cfg.val_batch_size].to(device, non_blocking=True),
+    bs = auto_batch_size(model, cfg.val_batch_size)
+    for i in range(0, len(shard), bs):
+        x = to_float(shard[i:i + bs].to(device, non_blocking=True),
                      model.config.output_range)
         loss, mse = _loss(model, x, x, cfg)
         tot_loss += loss.item() * len(x)
