@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from aelib.errors import AelibError
@@ -22,8 +23,10 @@ mode = st.radio(
     index=modes.index(kept("aelib.a_mode", modes[0], options=modes)),
     horizontal=True,
     key="aelib.a_mode",
+    # Labels that do not change with the dataset: a radio whose labels change under it was seen
+    # drawn with neither option selected after a dataset switch.
     format_func={
-        "one-class": f"One-class: normal classes of {data.title}",
+        "one-class": "One-class: some classes of the sidebar's dataset are normal",
         "upload": "Uploaded normal training set + test set",
     }.get,
 )
@@ -90,14 +93,15 @@ if not candidates:
     )
     st.stop()
 
-# Models to score with: the sidebar's picks and one-class models of these classes.
+# Models to score with, picked per case: the sidebar's picks and one-class models of these classes.
 by_id = {m.id: m for m in candidates}
-sel = "aelib.a_models"
-if sel not in st.session_state:
-    picked = {m.id for m in fr.models}
-    st.session_state[sel] = [m.id for m in candidates if m.id in picked or anomaly.fits(m, case, data)][
-        :4
-    ] or [candidates[0].id]
+sel = anomaly.PICKS
+picked = {m.id for m in fr.models}
+anomaly.keep_picks_per_case(
+    case,
+    lambda: [m.id for m in candidates if m.id in picked or anomaly.fits(m, case, data)][:4]
+    or [candidates[0].id],
+)
 for r in members:  # the detector's models join the picks once, when they have finished
     rid = f"run:{r.id}"
     if rid in by_id and rid not in st.session_state.get("aelib.a_added", ()):
@@ -124,24 +128,27 @@ if not chosen:
 with st.spinner("Scoring the test set..."):
     used = anomaly.scores_for(chosen, case, metric)
     det = anomaly.detector_scores(members, by_id, case)
-scores = {k: s for k, (_, s) in used.items()}
-names = {
-    m.id: anomaly.tag(m, case, data) + ("" if used[m.id][0] == metric else f" [{used[m.id][0]}]")
-    for m in chosen
-}
+# The recommended detector first (the one a user came for), then the picked models; each with the
+# score it really got (a VAE-only or latent score falls back to l2 where it does not apply).
+scores: dict[str, np.ndarray] = {}
+names: dict[str, str] = {}
+kinds: dict[str, str] = {}
 if det is not None:
-    scores[det[0]] = det[1]
+    scores[det[0]], kinds[det[0]] = det[1], "ensemble"
     names[det[0]] = (
         "recommended detector ("
         + " + ".join(f"{r.model_config.family} {r.tags['score']}" for r in members)
         + ")"
     )
+for m in chosen:
+    kinds[m.id], scores[m.id] = used[m.id]
+    names[m.id] = anomaly.tag(m, case, data) + ("" if kinds[m.id] == metric else f" [{kinds[m.id]}]")
 
 st.subheader("Score distributions")
-cols = st.columns(min(2, len(chosen)))
+cols = st.columns(min(2, len(scores)))
 for i, (k, s) in enumerate(scores.items()):
     cols[i % len(cols)].plotly_chart(
-        anomaly_panels.histogram(s, case.labels, names[k], metric), key=f"aelib.a_hist_{i}"
+        anomaly_panels.histogram(s, case.labels, names[k], kinds[k]), key=f"aelib.a_hist_{i}"
     )
 if case.labels is None:
     st.info(
@@ -157,4 +164,4 @@ anomaly_panels.threshold_panel(case.labels, scores, names, metric)
 gray_r = anomaly_panels.gallery_panel(chosen, scores, case)
 st.subheader("Score one image")
 anomaly_panels.score_one_panel(chosen, scores, case, metric, gray_r)
-anomaly_panels.export_panel(scores, names, metric)
+anomaly_panels.export_panel(scores, names, kinds)

@@ -24,7 +24,9 @@ together (``Checks``), so one run tells everything that is wrong along the way.
   AELIB_READONLY=1 the Training page says saving is off and offers no Save / Delete.
 - J5 ``test_j5_state_across_datasets_pages_and_reload``: "Training images" set on a 25x25 upload does
   not carry over to MNIST; MNIST models are not picked after switching to Fashion-MNIST; an Anomaly
-  page upload survives a page switch; a reload after a run either keeps the run or was announced.
+  page upload survives a page switch; a run trained on MNIST is neither picked nor scored on
+  Fashion-MNIST (and an MNIST model offered there says so), the Anomaly page's mode stays
+  selected across the switch; a reload after a run either keeps the run or was announced.
 - J6 ``test_j6_small_things``: a stopped run shows one epoch count in progress text, table and chart;
   a garbage .npy gives a plain sentence (no numpy jargon) that does not stay after switching to MNIST;
   every page has a title with a 25x25 upload and no model; on colour images reversed grey is off;
@@ -535,10 +537,13 @@ def test_j2_defaults_learn(app, mnist):
             settle(page)
             csv_model = main(page).get_by_role("combobox", name="Scores of").last  # "Download scores"
             open_box(page, csv_model)
-            quick = page.get_by_role("option").last.inner_text().strip()
-            page.get_by_role("option").last.click()
+            detector = page.get_by_role("option", name=re.compile("^recommended detector"))
+            ck(detector.count() == 1, "no recommended detector among the scores to download")
+            quick = detector.first.inner_text().strip()
+            detector.first.click()
             settle(page)
-            fname, raw = download(page, re.compile("scores.csv"))
+            fname, raw = download(page, re.compile(r"scores-.*\.csv"))
+            ck(fname == "scores-ensemble.csv", f"the detector's scores download as {fname!r}")
             labels = (test.labels.numpy() != 1).astype(int)
             auc, n = scores_auc(raw, labels)
             ck(n == len(labels), f"scores.csv has {n} rows, the MNIST test set {len(labels)}")
@@ -610,7 +615,7 @@ def test_j3_colour_upload_quick_model_on_mnist_sidebar(app, tmp_path):
                 for e in errs:
                     ck(not re.search(r"Traceback|magic string|\\x93", e), f"error in jargon: {e!r}")
                 if auc is not None:
-                    _, raw = download(page, re.compile("scores.csv"))
+                    _, raw = download(page, re.compile(r"scores-.*\.csv"))
                     offline, n = scores_auc(raw, labels)
                     ck(n == len(labels), f"scores.csv has {n} rows for {len(labels)} test images")
                     ck(abs(offline - auc) < 1.5e-3, f"shown AUC {auc:.3f}, scores.csv gives {offline:.4f}")
@@ -782,6 +787,29 @@ def test_j5_state_across_datasets_pages_and_reload(app, tmp_path):
             rows = wait_runs(page, 1)
             warned = re.search(r"reload", main(page).inner_text(), re.I) and \
                 re.search(r"lost|lose|unsaved|gone", main(page).inner_text(), re.I)
+
+            # The MNIST run stays with MNIST: on Fashion-MNIST it is neither picked in the sidebar nor
+            # scored on the Anomaly page, and an MNIST model offered there says what it was trained on.
+            run_name = rows[0].get("run", "") if rows else ""
+            pick(page, "Dataset", "Fashion-MNIST", scope=sidebar(page))
+            on_fashion = tags(page)
+            ck(run_name and not any(token(run_name, t) for t in on_fashion),
+               f"the MNIST run {run_name!r} is picked on Fashion-MNIST: {on_fashion}")
+            nav(page, "Anomaly detection")
+            radios = main(page).get_by_role("radio")
+            ck(any(r.is_checked() for r in radios.all()),
+               "on Fashion-MNIST the Anomaly page's 'Normal vs anomalous' choice shows nothing selected")
+            scored = tags(page, "Score with")
+            foreign = [t for t in scored if re.search(r"(?<!fashion-)mnist", t, re.I)]
+            ck(scored and not foreign, f"the Anomaly page scores Fashion-MNIST with MNIST models: {scored}")
+            page.get_by_role("combobox", name="Score with").first.click()
+            offered = [o.inner_text().strip() for o in page.get_by_role("option").all()]
+            page.keyboard.press("Escape")
+            unlabelled = [o for o in offered if re.search(r"(?<!fashion-)mnist", o, re.I)
+                          and not re.search(r"trained on MNIST", o)]
+            ck(not unlabelled, f"MNIST models offered on Fashion-MNIST without saying so: {unlabelled}")
+            nav(page, "Training")
+            pick(page, "Dataset", "MNIST", scope=sidebar(page))
             page.reload()
             settle(page)
             kept = run_table(page)

@@ -3,6 +3,7 @@ scores asked for, and the recommended detector (trained as this session's runs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,12 +208,30 @@ def fits(m: ModelChoice, case: Case, data: ImageSet) -> bool:
 
 
 def tag(m: ModelChoice, case: Case, data: ImageSet) -> str:
-    if case.normal_classes is None:
-        return m.name
+    """The model's name and what it was trained on."""
+    if case.normal_classes is None:  # uploaded images: name the data the model saw, if known
+        return f"{m.name} (trained on {m.data.name})" if m.data.name else m.name
     if fits(m, case, data):
         return f"{m.name} (one-class)"
+    if not m.made_for(data):
+        return f"{m.name} (trained on {m.data.name or 'other images'})"
     seen = "other normal classes" if m.data.normal_classes is not None else "all classes"
     return f"{m.name} (trained on {seen})"
+
+
+PICKS = state.NS + "a_models"  # the "Score with" widget
+
+
+def keep_picks_per_case(case: Case, default: Callable[[], list[str]]) -> None:
+    """Give the "Score with" widget this case's picks (``default()`` the first time): the models
+    picked for one dataset's or upload's images are not the ones scored on another's."""
+    key = f"{case.test.key}|{case.normal.key if case.normal is not None else ''}"
+    by_case = state.get("a_models_by_case", dict)
+    drawn_for = st.session_state.get(state.NS + "a_models_case")
+    if drawn_for is not None and PICKS in st.session_state:
+        by_case[drawn_for] = list(st.session_state[PICKS])
+    st.session_state[PICKS] = by_case[key] if key in by_case else default()
+    st.session_state[state.NS + "a_models_case"] = key
 
 
 def score_used(m: ModelChoice, case: Case, metric: str) -> str:

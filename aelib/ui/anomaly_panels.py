@@ -17,7 +17,7 @@ from .choices import ModelChoice
 from .sources import Images
 
 
-def histogram(s: np.ndarray, labels: np.ndarray | None, title: str, metric: str) -> go.Figure:
+def histogram(s: np.ndarray, labels: np.ndarray | None, title: str, score: str) -> go.Figure:
     fig = go.Figure()
     if labels is not None:
         fig.add_histogram(x=s[labels == 0], name="normal", opacity=0.6, nbinsx=60)
@@ -29,7 +29,7 @@ def histogram(s: np.ndarray, labels: np.ndarray | None, title: str, metric: str)
         title=title,
         height=280,
         margin=dict(l=10, r=10, t=40, b=10),
-        xaxis_title=metric,
+        xaxis_title=score,
         legend=dict(orientation="h", y=-0.3),
     )
     return fig
@@ -219,15 +219,16 @@ def gallery_panel(chosen: list[ModelChoice], scores: dict[str, np.ndarray], case
     return gray_r
 
 
-def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], metric: str) -> None:
-    """``id,score`` CSV of any scores shown (a model's or the recommended detector's)."""
+def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], kinds: dict[str, str]) -> None:
+    """``id,score`` CSV of any scores shown (a model's or the recommended detector's), named after
+    the score it holds."""
     st.subheader("Download scores")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     dk = c1.selectbox("Scores of", list(scores), format_func=names.get, key="aelib.a_csv_model")
     c2.download_button(
-        "scores.csv",
+        f"scores-{kinds[dk]}.csv",
         lambda: export.scores_csv_bytes(scores[dk]),
-        file_name=f"scores-{metric}.csv",
+        file_name=f"scores-{kinds[dk]}.csv",
         mime="text/csv",
         key="aelib.a_csv",
         on_click="ignore",  # a download changes nothing: no rerun racing the deferred file

@@ -70,6 +70,13 @@ class ModelChoice:
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.meta["model"]["in_shape"])
 
+    def made_for(self, data) -> bool:
+        """Trained on the image set ``data`` (an ``ImageSet``), as far as its checkpoint says: by
+        the built-in dataset's key, else by name (older checkpoints and uploaded sets)."""
+        if self.data.key:
+            return self.data.key == data.builtin
+        return self.data.name in ("", data.title)
+
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _file_sha(path: str, mtime_ns: int, size: int) -> str:

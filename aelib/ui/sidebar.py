@@ -66,13 +66,6 @@ def _dataset_picker() -> ImageSet | None:
     return data
 
 
-def made_for(m: ModelChoice, data: ImageSet) -> bool:
-    """Trained on this dataset, as far as its checkpoint says (older ones record only a name)."""
-    if m.data.key:
-        return m.data.key == data.builtin
-    return m.data.name in ("", data.title)
-
-
 def _default_picks(data: ImageSet, comp: list[ModelChoice]) -> list[str]:
     """One plain shipped model per family, made for this dataset: nothing a user saved or uploaded,
     so no user's action changes another user's defaults."""
@@ -82,7 +75,7 @@ def _default_picks(data: ImageSet, comp: list[ModelChoice]) -> list[str]:
             m.origin == "shipped"
             and m.noise[0] is None
             and m.data.normal_classes is None
-            and made_for(m, data)
+            and m.made_for(data)
         ):
             firsts.setdefault(m.config.family, m.id)
     return [firsts[f] for f in ("fcn", "conv", "vae") if f in firsts]
@@ -104,7 +97,7 @@ def _model_picker(data: ImageSet | None) -> Frame:
         return Frame(None, all_models=models)
     comp = choices.compatible(models, data.shape)
     # This dataset's models first (MNIST and Fashion-MNIST models take the same shape).
-    comp.sort(key=lambda m: (not made_for(m, data), m.origin != "session"))
+    comp.sort(key=lambda m: (not m.made_for(data), m.origin != "session"))
     by_id = {m.id: m for m in comp}
     sel = state.NS + "models"
     # Picks are kept per dataset: models picked for MNIST are not picked on Fashion-MNIST.
@@ -113,9 +106,11 @@ def _model_picker(data: ImageSet | None) -> Frame:
     if drawn_for is not None and sel in st.session_state:
         by_data[drawn_for] = list(st.session_state[sel])
     current = [i for i in by_data.get(data.key, _default_picks(data, comp)) if i in by_id]
-    seen = state.get("seen_models", set)  # pick this session's fresh runs and uploads once
+    # Pick this session's fresh runs and uploads once, on the data they were trained on: a run of
+    # MNIST takes Fashion-MNIST's shape but is not a Fashion-MNIST model.
+    seen = state.get("seen_models", set)
     for m in comp:
-        if m.origin in ("session", "upload") and (data.key, m.id) not in seen:
+        if m.origin in ("session", "upload") and m.made_for(data) and (data.key, m.id) not in seen:
             seen.add((data.key, m.id))
             if m.id not in current:
                 current.append(m.id)
