@@ -51,7 +51,7 @@ for m in picked:
             "epochs": len(h.epoch),
             "final val MSE": val[-1] if val else None,
             "best val MSE": min(val) if val else None,
-            "seconds": round(sum(h.seconds), 1),
+            "seconds": round(h.seconds[-1], 1) if h.seconds else None,  # cumulative: the last is the total
             "about": checkpoints.describe(m.meta),
         }
     )

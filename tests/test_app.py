@@ -402,4 +402,13 @@ def test_compare_page_overlays_runs_and_lists_what_differs(env):
     assert f"run:{first.id}" in picked and f"run:{second.id}" in picked
     table = at.dataframe[-1].value
     assert {"model.latent", "train.epochs"} <= set(table.index), table.index
+    # One training time per run, the same here and in the Training page's run table (the history's
+    # seconds are cumulative: the last one is the run's total, not their sum).
+    summary = next(d.value for d in at.dataframe if "seconds" in d.value.columns)
+    shown = dict(zip(summary["model"], summary["seconds"]))
+    assert shown[second.name] == round(second.epochs[-1]["seconds"], 1), shown
+    goto(at, "training")
+    run_table = next(d.value for d in at.dataframe if "status" in d.value.columns).set_index("run")
+    for r in (first, second):
+        assert run_table["seconds"][r.name] == shown[r.name], (r.name, run_table["seconds"][r.name], shown)
 

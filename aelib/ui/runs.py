@@ -152,6 +152,12 @@ def epochs_done(run: Run) -> int:
     return len(run.epochs)
 
 
+def seconds(run: Run) -> float:
+    """Training seconds: fit's own clock at the last finished epoch (what Compare runs shows from the
+    checkpoint's history), or the time so far while the run is active or before its first epoch."""
+    return run.epochs[-1]["seconds"] if run.epochs and not run.active else run.elapsed
+
+
 def table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(
         [
@@ -160,7 +166,7 @@ def table(runs: list[Run]) -> pd.DataFrame:
                 "status": r.status,
                 "epochs": f"{epochs_done(r)}/{r.total_epochs}",
                 "val MSE": r.final_val_mse,
-                "seconds": round(r.elapsed, 1),
+                "seconds": round(seconds(r), 1),
                 "note": r.message,
             }
             for r in runs
