@@ -70,8 +70,8 @@ with live_col:
         else:
             st.progress(
                 run.progress,
-                text=f"{run.status} · epoch {runs.epochs_done(run)}/{run.total_epochs} "
-                f"done · {run.elapsed:.0f} s",
+                text=f"{run.status} · epoch {runs.epochs_done(run)}/{run.total_epochs} · "
+                f"{runs.seconds(run):.0f} s",
             )
         if run.message:
             (st.error if run.status == "failed" else st.warning)(run.message)
@@ -80,7 +80,7 @@ with live_col:
             st.plotly_chart(draw.loss_figure(hist), key="aelib.t_chart")
             if run.final_val_mse is not None:
                 st.caption(f"Validation MSE after epoch {hist.epoch[-1]}: {run.final_val_mse:.5f}")
-        elif run.active:
+        elif run.status != "queued" and run.active:
             st.caption(f"First epoch in progress (batch {run.step}/{run.steps or '?'})...")
         if run.active:
             sidebar.stop_button(run, "aelib.t_stop")

@@ -412,3 +412,20 @@ def test_compare_page_overlays_runs_and_lists_what_differs(env):
     for r in (first, second):
         assert run_table["seconds"][r.name] == shown[r.name], (r.name, run_table["seconds"][r.name], shown)
 
+
+
+def test_a_queued_run_says_queued_and_nothing_else(env):
+    """While another user's run trains, a second user's run waits: the page says it is queued, not
+    that its first epoch is in progress."""
+    a = goto(new_app(), "training")
+    a.number_input(key="aelib.t_epochs_fcn").set_value(50)
+    a.button(key="aelib.t_start").click().run()
+    b = goto(new_app(), "training")
+    b.number_input(key="aelib.t_subset_mnist").set_value(300)
+    b.number_input(key="aelib.t_epochs_fcn").set_value(1)
+    b.button(key="aelib.t_start").click().run()
+    mine = list(b.session_state["aelib.runs"].values())[-1]
+    assert mine.status == "queued", mine.status
+    b.run()
+    assert any("Queued" in i.value for i in b.info), texts(b.info)
+    assert not any("First epoch in progress" in c.value for c in b.caption)
