@@ -71,9 +71,10 @@ if case.normal is not None and not any(anomaly.fits(m, case, data) for m in cand
             "classes are still shown (labelled as such), but they have seen the anomalies in training."
         )
     recipe = anomaly.recipe_for(case)
+    n_used = min(len(case.normal), recipe.max_images)
     if st.button(
-        f"Train the recommended detector on the normal images "
-        f"({min(len(case.normal), recipe.max_images):,} images)",
+        f"Train the recommended detector on {n_used:,} of the normal images"
+        + ("" if n_used == len(case.normal) else f" (a seeded sample of the {len(case.normal):,})"),
         key="aelib.a_train",
         icon=":material/model_training:",
         help=recipe.description,

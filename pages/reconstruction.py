@@ -20,12 +20,13 @@ st.caption(f"{data.title} test set ({len(test):,} images) · {len(models)} model
 
 # ---- which images ------------------------------------------------------------------------------------
 c1, c2, c3, c4 = st.columns([2, 2, 2, 2], vertical_alignment="bottom")
+modes = [m for m in MODES if m != "class" or data.labelled]  # no classes to pick without labels
 mode = c1.radio(
     "Images",
-    list(MODES),
+    modes,
     format_func=MODES.get,
     horizontal=True,
-    index=list(MODES).index(kept("aelib.r_mode", "first", options=list(MODES))),
+    index=modes.index(kept("aelib.r_mode", "first", options=modes)),
     key="aelib.r_mode",
 )
 n = c2.slider("How many", 1, 24, kept("aelib.r_n", 12), key="aelib.r_n", disabled=mode == "index")
@@ -33,13 +34,9 @@ seed, cls, indices = 0, None, None
 if mode == "random":
     seed = int(c3.number_input("Seed", 0, 10**6, kept("aelib.r_seed", 0), key="aelib.r_seed"))
 elif mode == "class":
-    if data.labelled:
-        cls = c3.selectbox(
-            "Class", range(len(data.classes)), format_func=lambda i: data.classes[i], key="aelib.r_class"
-        )
-    else:
-        st.warning("This dataset has no labels; showing the first images instead.")
-        mode = "first"
+    cls = c3.selectbox(
+        "Class", range(len(data.classes)), format_func=lambda i: data.classes[i], key="aelib.r_class"
+    )
 elif mode == "index":
     text = c3.text_input(
         "Indices",

@@ -247,6 +247,15 @@ def test_uploaded_images_and_checkpoints(env, folders):
     for page in ("reconstruction", "anomaly"):
         goto(at, page)
         assert not at.error
+    # Labelled images offer "By class"; the same images without labels do not.
+    goto(at, "reconstruction")
+    assert "By class" in at.radio(key="aelib.r_mode").options
+    goto(at, "home")
+    buf = io.BytesIO()
+    np.save(buf, rng.integers(0, 256, (40, 28, 28), dtype=np.uint8))
+    at.sidebar.file_uploader(key="aelib.data_upload").clear().upload("plain.npy", buf.getvalue()).run()
+    goto(at, "reconstruction")
+    assert "By class" not in at.radio(key="aelib.r_mode").options and not at.warning
 
 
 def test_local_paths_only_when_allowed_and_inside_the_root(env, tmp_path):
