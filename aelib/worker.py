@@ -26,6 +26,9 @@ that takes seconds alone took minutes under a watching page. The child gets the 
 by fork (copy-on-write, nothing re-read or pickled), sends per-epoch logs and its final weights
 (safetensors bytes) back over a pipe, and stops at the next batch when told to; the worker
 thread that waits on it does what it did before (progress, stop checks, the finished model).
+The child first points the server's sockets it inherited at /dev/null: a copy left open there
+kept a connection the server had closed alive for the browser, whose requests on it then never
+got an answer while the run trained.
 
 Torch threads. ``torch.set_num_threads`` is called once, with 1, at the start of each worker
 thread, and ``fit`` gets ``threads=None`` so it does not flip the setting per run. With an OpenMP
@@ -65,6 +68,7 @@ import math
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -631,10 +635,35 @@ class _ChildFailed(Exception):
     """An unexpected error inside the child; its message already names the exception type."""
 
 
+def _drop_inherited_sockets(keep: int) -> None:
+    """Point every socket the fork copied from the server at /dev/null (all but ``keep``).
+
+    The child holds copies of the server's listening socket and its browsers' connections. While
+    a copy is open, the server's close of a connection never reaches the browser: it sends its
+    next request on that connection and waits on it until the run ends (images that never load on
+    a page while a run trains). The descriptors are replaced, not closed, so a Python object in
+    the child that owns one never closes a number since reused for something else.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            try:
+                if fd not in (null, keep) and stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.dup2(null, fd)
+            except OSError:  # the directory's own descriptor, already gone
+                pass
+    except OSError:  # no /proc: nothing to do
+        pass
+    finally:
+        os.close(null)
+
+
 def _child_fit(conn, stop, run: Run, tc: TrainConfig, threads: int) -> None:
     """The forked child's side of :meth:`TrainingManager._fit_in_child`."""
     for sig in (signal.SIGINT, signal.SIGTERM):  # the server's handlers are not this process's
         signal.signal(sig, signal.SIG_DFL)
+    _drop_inherited_sockets(keep=conn.fileno())
     try:  # die with the server's worker thread, even if it is killed; a closed pipe also ends us
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):

@@ -20,7 +20,8 @@ together (``Checks``), so one run tells everything that is wrong along the way.
 - J4 ``test_j4_two_users_and_readonly``: user A saves a run (into checkpoints/saved/, the shipped
   folder unchanged); a fresh user B gets the same default picks as before and may delete nothing
   (neither shipped checkpoints nor A's save); A deleting its own save is asked first and Cancel
-  keeps it; no page shows the server's checkpoint folder or data root; with
+  keeps it; no page shows the server's checkpoint folder or data root; while A's run trains, every
+  image on B's Reconstruction, Latent space and Anomaly pages loads; with
   AELIB_READONLY=1 the Training page says saving is off and offers no Save / Delete.
 - J5 ``test_j5_state_across_datasets_pages_and_reload``: "Training images" set on a 25x25 upload does
   not carry over to MNIST; MNIST models are not picked after switching to Fashion-MNIST; an Anomaly
@@ -696,6 +697,33 @@ def test_j4_two_users_and_readonly(tmp_path):
                     cancel.first.click()
                     settle(a)
                     ck((ckpt / "saved" / new[0]).exists(), f"{new[0]} is gone after Cancel")
+
+            # While A's run trains, B's pages show every image. (The training child, forked from the
+            # server, once kept copies of its connections: the browser sent requests on connections
+            # the server had closed and waited on them until the run ended.)
+            tour = ("Reconstruction", "Latent space", "Anomaly detection")
+            nav(a, "Training")
+            pick(a, "Model", "conv", scope=main(a))
+            set_number(a, "Epochs", 400)
+            set_number(a, "Training images", 2000)
+            nav(b, tour[-1])  # B's browser has just fetched images (and holds connections) as A starts
+            a.get_by_role("button", name=re.compile(r"^(play_arrow)?\s*(Start training|Queue run)")).click()
+            if ck(training_starts(a), "A's 400-epoch run did not start"):
+                for title in tour * 2:
+                    time.sleep(6)  # the server closes connections idle for 5 s: B must notice
+                    b.locator(NAV_LINKS, has_text=title).first.click()
+                    time.sleep(0.5)
+                    try:
+                        settle(b, timeout_s=45)
+                    except Exception:  # noqa: BLE001 - a Playwright timeout: said below
+                        stuck = b.evaluate("() => Array.from(document.images).filter(i => !i.complete).length")
+                        ck(False, f"{title}, while A's run trains: {stuck} image(s) still not loaded after 45 s")
+                        break
+                rows = run_table(a)
+                if ck(any(r.get("status") == "running" for r in rows),
+                      f"A's run ended before B's pages were checked under training: {rows}"):
+                    a.get_by_role("button", name=re.compile(r"Stop$")).first.click()
+                    settle(a)
 
             # a 25x25 upload: no model fits, the sidebar's hint must not name the server's folders
             up = grey_25(tmp_path / "grey25.npy")

@@ -297,3 +297,32 @@ def test_a_finished_status_is_never_seen_before_its_model(manager, images):
     run.__class__ = Watched  # before the worker finishes it (one epoch of 256 images takes longer)
     assert manager.wait(run, 30) and run.status == DONE
     assert seen == [True]
+
+
+@needs_fork
+def test_a_training_child_holds_none_of_the_servers_connections(images):
+    """The child is forked from the web server. A copy of a browser's connection kept open in the
+    child means the server's close never reaches the browser, which sends its next request on that
+    connection and waits forever: images that never loaded while a run trained."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    served, _ = listener.accept()
+    m = TrainingManager(max_runs=1, poll_s=0.05, session_timeout_s=60, processes=True)
+    run = m.submit("s", _cfg(), images, None, TrainConfig(epochs=500, batch_size=8), data_key="sockets")
+    try:
+        _wait_for(lambda: run.steps > 0, 30)  # the child is forked and training
+        served.close()  # the server is done with this connection
+        client.settimeout(5)
+        try:
+            got = client.recv(1)
+        except TimeoutError:
+            pytest.fail("the training child kept the server's connection open: the client never saw it close")
+        assert got == b""
+        assert run.status == RUNNING
+    finally:
+        m.stop(run)
+        assert m.shutdown(20)
+        for s in (client, listener):
+            s.close()
