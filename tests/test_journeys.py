@@ -716,8 +716,9 @@ def test_j4_two_users_and_readonly(tmp_path):
                     try:
                         settle(b, timeout_s=45)
                     except Exception:  # noqa: BLE001 - a Playwright timeout: said below
-                        stuck = b.evaluate("() => Array.from(document.images).filter(i => !i.complete).length")
-                        ck(False, f"{title}, while A's run trains: {stuck} image(s) still not loaded after 45 s")
+                        stuck = b.evaluate(
+                            "() => Array.from(document.images).filter(i => !i.complete).length")
+                        ck(False, f"{title}, while A's run trains: {stuck} image(s) not loaded after 45 s")
                         break
                 rows = run_table(a)
                 if ck(any(r.get("status") == "running" for r in rows),
