@@ -55,6 +55,7 @@ for m in picked:
             "about": checkpoints.describe(m.meta),
         }
     )
+draw.epoch_axis(fig, max(r["epochs"] for r in rows))
 st.plotly_chart(draw.chart_layout(fig, "epoch", "validation MSE", 380, log="y"), key="aelib.c_chart")
 draw.table(rows, five_digits=("final val MSE", "best val MSE"))
 

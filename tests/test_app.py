@@ -8,6 +8,7 @@ Nothing here depends on the shipped checkpoints/ folder.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import time
 from pathlib import Path
@@ -411,6 +412,9 @@ def test_compare_page_overlays_runs_and_lists_what_differs(env):
     assert f"run:{first.id}" in picked and f"run:{second.id}" in picked
     table = at.dataframe[-1].value
     assert {"model.latent", "train.epochs"} <= set(table.index), table.index
+    # Whole epochs on the chart's x axis (a one- and a two-epoch run were ticked at 1, 1.5, 2)
+    xaxis = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]
+    assert xaxis.get("tickmode") == "linear" and xaxis.get("dtick") == 1, xaxis
     # One training time per run, the same here and in the Training page's run table (the history's
     # seconds are cumulative: the last one is the run's total, not their sum).
     summary = next(d.value for d in at.dataframe if "seconds" in d.value.columns)

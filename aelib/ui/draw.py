@@ -108,7 +108,7 @@ def loss_figure(history, title: str = "Loss per epoch") -> go.Figure:
     fig.add_scatter(x=history.epoch, y=history.train_loss, mode="lines+markers", name="train loss")
     if any(not math.isnan(v) for v in history.val_loss):
         fig.add_scatter(x=history.epoch, y=history.val_loss, mode="lines+markers", name="validation loss")
-    fig.update_xaxes(tickmode="linear", dtick=max(1, len(history.epoch) // 10))
+    epoch_axis(fig, len(history.epoch))
     fig.update_layout(
         title=title,
         xaxis_title="epoch",
@@ -127,6 +127,11 @@ def table(rows, five_digits: Sequence[str] = ()) -> None:
         hide_index=True,
         column_config={k: st.column_config.NumberColumn(format="%.5f") for k in five_digits},
     )
+
+
+def epoch_axis(fig: go.Figure, epochs: int) -> None:
+    """Whole epochs on the x axis (plotly would tick a two-epoch run at 1, 1.5 and 2)."""
+    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, epochs // 10))
 
 
 def chart_layout(fig: go.Figure, x: str, y: str, height: int, log: str = "") -> go.Figure:
