@@ -440,8 +440,12 @@ def test_threshold_helpers():
     assert threshold_metrics(y, s, choose_threshold("best_f1", s, labels=y))["f1"] == 1.0
     with pytest.raises(ConfigError):
         choose_threshold("best_f1", s)
-    with pytest.raises(ConfigError):
-        choose_threshold("contamination", s, contamination=0.7)
+    # A share of the test set to flag, not PyOD's training contamination: in one-class mode most
+    # test images are anomalies (0.9 on MNIST); the detectors' own parameter keeps (0, 0.5].
+    assert np.mean(s > choose_threshold("contamination", s, contamination=0.9)) == pytest.approx(0.9, abs=0.002)
+    for bad in (0.0, 1.0):
+        with pytest.raises(ConfigError):
+            choose_threshold("contamination", s, contamination=bad)
     with pytest.raises(ConfigError):
         choose_threshold("otsu", s)
 

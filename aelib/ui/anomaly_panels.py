@@ -91,12 +91,13 @@ def threshold_panel(
         rate = c3.number_input(
             "Contamination",
             0.001,
-            0.5,
-            round(min(max(share, 0.001), 0.5), 3),
+            0.999,
+            round(min(max(share, 0.001), 0.999), 3),
             0.01,
             format="%.3f",
             key="aelib.a_thr_rate",
-            help="The share of images to flag.",
+            help="The share of the test images to flag as anomalies. It starts at the labels' share of "
+            "anomalies; in one-class mode most test images are anomalies.",
         )
         thr = scoring.choose_threshold("contamination", s, contamination=float(rate))
     else:
