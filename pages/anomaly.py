@@ -84,7 +84,9 @@ if case.normal is not None and not any(anomaly.fits(m, case, data) for m in cand
         except AelibError as exc:
             st.error(str(exc))
         else:
-            state.flash("Training in the background; the detector is added here when done.", "info")
+            # The progress bar below says what is happening; a one-time banner stayed on the page
+            # (outside the progress fragment) after the detector had finished.
+            st.rerun()  # the sidebar shows the run
 anomaly.detector_status(members)
 
 if not candidates:
@@ -136,6 +138,10 @@ names: dict[str, str] = {}
 kinds: dict[str, str] = {}
 if det is not None:
     scores[det[0]], kinds[det[0]] = det[1], "ensemble"
+    seen = state.get("a_detectors_shown", set)
+    if det[0] not in seen:  # a new detector is what the user waited for: the panels below show it
+        seen.add(det[0])
+        st.session_state[anomaly_panels.THRESHOLD_MODEL] = st.session_state[anomaly_panels.CSV_MODEL] = det[0]
     names[det[0]] = (
         "recommended detector ("
         + " + ".join(f"{r.model_config.family} {r.tags['score']}" for r in members)

@@ -307,6 +307,7 @@ def test_anomaly_page_trains_a_one_class_model_on_request(env):
     at = goto(new_app(), "anomaly")
     at.multiselect(key="aelib.a_normals").set_value([1]).run()
     assert "No model was trained on these normal classes" in texts(at.warning)
+    before = at.selectbox(key="aelib.a_thr_model").value  # a model trained on all classes
     at.button(key="aelib.a_train").click().run()
     assert not at.exception
     run = list(at.session_state["aelib.runs"].values())[-1]
@@ -322,6 +323,13 @@ def test_anomaly_page_trains_a_one_class_model_on_request(env):
     roc_table = next(d.value for d in at.dataframe if "ROC AUC" in d.value.columns)
     row = roc_table[roc_table["model"].str.startswith("recommended detector")]
     assert len(row) == 1 and 0.5 < float(row["ROC AUC"].iloc[0]) <= 1.0, roc_table
+    # The detector the user waited for is what the threshold and download panels then show (they
+    # stayed on the model picked before, trained on all classes); a later choice is kept.
+    assert not before.startswith("detector:"), before
+    for key in ("aelib.a_thr_model", "aelib.a_csv_model"):
+        assert at.selectbox(key=key).value.startswith("detector:"), (key, at.selectbox(key=key).value)
+    at.selectbox(key="aelib.a_thr_model").set_value(before).run()
+    assert at.selectbox(key="aelib.a_thr_model").value == before
 
 
 def test_latent_page_maps_with_tsne_slides_dimensions_and_explains_the_plane(env):

@@ -536,6 +536,11 @@ def test_j2_defaults_learn(app, mnist):
                 time.sleep(2)
             time.sleep(3)
             settle(page)
+            banner = main(page).get_by_text("Training in the background")
+            ck(banner.count() == 0, "the detector is done; the page still says it trains in the background")
+            thr_model = main(page).get_by_role("combobox", name="Model", exact=True).first.input_value()
+            ck("recommended detector" in thr_model,
+               f"the finished detector is not the Threshold panel's model: {thr_model!r}")
             csv_model = main(page).get_by_role("combobox", name="Scores of").last  # "Download scores"
             open_box(page, csv_model)
             detector = page.get_by_role("option", name=re.compile("^recommended detector"))

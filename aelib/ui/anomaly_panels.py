@@ -64,6 +64,8 @@ def roc_panel(labels: np.ndarray, scores: dict[str, np.ndarray], names: dict[str
     )
 
 
+THRESHOLD_MODEL = "aelib.a_thr_model"  # the Threshold panel's model
+CSV_MODEL = "aelib.a_csv_model"  # the scores download's model
 THRESHOLDS = {"best_f1": "best F1 on the labels", "contamination": "a contamination rate", "manual": "hand"}
 
 
@@ -80,7 +82,7 @@ def threshold_panel(
     reruns only this panel, on cached scores."""
     st.subheader("Threshold")
     c1, c2, c3 = st.columns([2, 3, 2], vertical_alignment="bottom")
-    k = c1.selectbox("Model", list(scores), format_func=names.get, key="aelib.a_thr_model")
+    k = c1.selectbox("Model", list(scores), format_func=names.get, key=THRESHOLD_MODEL)
     ways = ([] if labels is None else ["best_f1"]) + ["contamination", "manual"]
     how = c2.radio("Set by", ways, format_func=THRESHOLDS.get, horizontal=True, key="aelib.a_thr_how")
     s = scores[k]
@@ -225,7 +227,7 @@ def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], kinds: di
     the score it holds."""
     st.subheader("Download scores")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    dk = c1.selectbox("Scores of", list(scores), format_func=names.get, key="aelib.a_csv_model")
+    dk = c1.selectbox("Scores of", list(scores), format_func=names.get, key=CSV_MODEL)
     c2.download_button(
         f"scores-{kinds[dk]}.csv",
         lambda: export.scores_csv_bytes(scores[dk]),
