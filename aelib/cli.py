@@ -197,7 +197,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     if rank != 0:
         return 0  # only rank 0 writes the checkpoint
     if result.history.collapsed:
-        print(f"warning: {collapse_message(result.history.val_mse[-1], result.history.baseline)}",
+        steps = len(result.history.epoch) * -(-len(train.images) // tcfg.batch_size)
+        print(f"warning: {collapse_message(result.history.val_mse[-1], result.history.baseline, steps)}",
               file=sys.stderr, flush=True)
     from . import scoring
 

@@ -547,7 +547,7 @@ class TrainingManager:
                 status, message = DONE, "" if reason == "completed" else reason
         hist = run.history()
         if status == DONE and hist.collapsed:
-            message = collapse_message(hist.val_mse[-1], hist.baseline)
+            message = collapse_message(hist.val_mse[-1], hist.baseline, run.steps * len(hist.epoch))
         if model is not None:
             metrics = {"val_mse": run.final_val_mse, "parameters": count_parameters(model),
                        "seconds": round(run.elapsed, 2)}

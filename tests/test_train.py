@@ -165,6 +165,9 @@ def test_collapse_is_not_clearly_below_the_mean_image():
     assert History.from_dict({"epoch": [1], "val_mse": [0.2]}).baseline is None  # an older checkpoint
     text = collapse_message(0.11419, 0.0683)
     assert "0.11419" in text and "0.06830" in text and text.count(".") >= 1 and "\n" not in text
+    # A user already at the defaults was told to try the defaults; a short run is told how short
+    assert "default settings" not in text
+    assert "after 48 training steps" in collapse_message(0.11419, 0.0683, 48) and "more epochs" in text
 
 
 def test_fit_records_the_mean_image_and_flags_a_dead_run(mnist_small):
