@@ -62,6 +62,8 @@ with live_col:
             st.session_state["aelib.t_live"] = None
             st.rerun(scope="app")
         st.subheader(run.name)
+        if run.dataset.get("name"):  # the sidebar may show another dataset now
+            st.caption(f"Trained on {run.dataset['name']}.")
         if run.status == "queued":
             st.info(
                 f"Queued (position {state.manager().queue_position(run)}): it starts when a training slot "

@@ -436,6 +436,8 @@ def test_compare_page_overlays_runs_and_lists_what_differs(env):
     run_table = next(d.value for d in at.dataframe if "status" in d.value.columns).set_index("run")
     for r in (first, second):
         assert run_table["seconds"][r.name] == shown[r.name], (r.name, run_table["seconds"][r.name], shown)
+    assert set(run_table["data"]) == {"MNIST"}, run_table  # which data each run was trained on
+    assert "Trained on MNIST." in texts(at.caption)
     progress = [p.proto.text for p in at.get("progress")]  # the latest run's bar: the same figure
     assert progress and progress[-1].endswith(f"· {shown[second.name]:.1f} s"), (progress, shown)
 

@@ -163,6 +163,7 @@ def table(runs: list[Run]) -> pd.DataFrame:
         [
             {
                 "run": r.name,
+                "data": r.dataset.get("name", ""),  # the sidebar may show another dataset now
                 "status": r.status,
                 "epochs": f"{epochs_done(r)}/{r.total_epochs}",
                 "val MSE": r.final_val_mse,
