@@ -463,3 +463,25 @@ def test_a_queued_run_says_queued_and_nothing_else(env):
     b.run()
     assert any("Queued" in i.value for i in b.info), texts(b.info)
     assert not any("First epoch in progress" in c.value for c in b.caption)
+
+
+def test_the_denoising_hint_names_only_this_datasets_denoisers(monkeypatch, folders, tmp_path):
+    """With MNIST shown and no denoiser picked, the hint names MNIST's denoiser, not Fashion-MNIST's
+    (which takes the same 28x28 images)."""
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    for f in folders["ckpt"].glob("*.safetensors"):
+        (ckpt / f.name).write_bytes(f.read_bytes())
+    conv = checkpoints.load(ckpt / "tiny-conv.safetensors")
+    checkpoints.save(ckpt / "tiny-fashion-denoise.safetensors", conv.model, name="tiny-fashion-denoise",
+                     dataset={"name": "Fashion-MNIST", "key": "fashion-mnist"},
+                     train_config=conv.meta["train"], history=conv.meta["history"])
+    set_app_env(monkeypatch, folders["empty"], ckpt)
+    try:
+        at = goto(new_app(), "reconstruction")
+        picked = at.sidebar.multiselect(key="aelib.models").value  # the defaults: fcn and vae
+        assert len(picked) == 2, picked
+        hint = next((c.value for c in at.caption if "denoising mode" in c.value), "")
+        assert "tiny-conv" in hint and "fashion" not in hint, hint
+    finally:
+        stop_all_runs()

@@ -82,7 +82,8 @@ def denoising_panel(fr: Frame, models: list[ModelChoice], shown: Images, gray_r:
     st.subheader("Denoising")
     if not denoisers:
         picked = {m.id for m in models}
-        others = [m.name for m in fr.compatible if m.noise[0] and m.id not in picked]
+        others = [m.name for m in fr.compatible  # this data's denoisers (another dataset's also fit)
+                  if m.noise[0] and m.id not in picked and (fr.data is None or m.made_for(fr.data))]
         st.caption(
             "None of the picked models was trained in denoising mode"
             + (
