@@ -168,7 +168,7 @@ else:
 anomaly_panels.threshold_panel(case.labels, scores, names, metric)
 
 # ---- galleries, one image, export ----------------------------------------------------------------
-gray_r = anomaly_panels.gallery_panel(chosen, scores, case)
+gray_r = anomaly_panels.gallery_panel(chosen, scores, case, names)  # the labels used above
 st.subheader("Score one image")
-anomaly_panels.score_one_panel(chosen, scores, case, metric, gray_r)
+anomaly_panels.score_one_panel(chosen, scores, case, metric, gray_r, names)
 anomaly_panels.export_panel(scores, names, kinds)

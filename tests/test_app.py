@@ -131,6 +131,9 @@ def test_anomaly_threshold_and_metric_choices(env):
     assert [m.value for m in at.metric] != before
     assert "ROC AUC" in texts(at.dataframe) or at.dataframe
     assert not at.exception and not at.error
+    # Every panel names a model the same way (the gallery used the sidebar's label)
+    gallery, threshold = (set(at.selectbox(key=f"aelib.a_{k}_model").options) for k in ("gal", "thr"))
+    assert gallery and gallery <= threshold, (gallery, threshold)
     at.radio(key="aelib.a_thr_how").set_value("contamination").run()
     # Normal digits 1 and 7: about 80% of the test images are anomalies. The rate starts at that
     # share and may go there (it was held at 0.5, PyOD's bound for training data).

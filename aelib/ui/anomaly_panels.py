@@ -142,7 +142,8 @@ def _one_picture(up) -> object:
 
 
 def score_one_panel(
-    models: list[ModelChoice], scores: dict[str, np.ndarray], case: Case, metric: str, gray_r: bool
+    models: list[ModelChoice], scores: dict[str, np.ndarray], case: Case, metric: str, gray_r: bool,
+    names: dict[str, str],
 ) -> None:
     """One uploaded (or photographed) image: its reconstruction, error map, score, and where the score
     falls among the normal test images' scores."""
@@ -167,7 +168,7 @@ def score_one_panel(
     else:
         st.caption("Upload an image to score it with the models above; it is resized to the model's input.")
         return
-    m = widgets.pick_model("Model", models, "aelib.a_one_model")
+    m = widgets.pick_model("Model", models, "aelib.a_one_model", names=names)
     x = explore.fit_images(image[:1], m.in_shape)
     one = Images(f"one:{state.digest(shot) if shot is not None else up.sha}:{m.in_shape}", x)
     use, one_score = scores_of(m, case, one, metric)  # the table's score, fitted the same way
@@ -198,11 +199,13 @@ def score_one_panel(
         )
 
 
-def gallery_panel(chosen: list[ModelChoice], scores: dict[str, np.ndarray], case: Case) -> bool:
+def gallery_panel(
+    chosen: list[ModelChoice], scores: dict[str, np.ndarray], case: Case, names: dict[str, str]
+) -> bool:
     """The k most and least anomalous test images of one model; returns the reversed-grey choice."""
     st.subheader("Most and least anomalous")
     c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
-    gm = widgets.pick_model("Model", chosen, "aelib.a_gal_model", container=c1)
+    gm = widgets.pick_model("Model", chosen, "aelib.a_gal_model", container=c1, names=names)
     k_top = c2.slider("k", 1, 16, 8, key="aelib.a_k")
     with c3:
         gray_r = draw.gray_r_toggle(case.test.shape[0] == 3)

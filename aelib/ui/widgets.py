@@ -187,13 +187,16 @@ def training_form(data: ImageSet) -> TrainingPlan:
 
 
 def pick_model(
-    label: str, models: Sequence[ModelChoice], key: str, *, prefer=None, container=st
+    label: str, models: Sequence[ModelChoice], key: str, *, prefer=None, container=st,
+    names: dict[str, str] | None = None,
 ) -> ModelChoice:
-    """One of ``models`` by id (labels are for display only)."""
+    """One of ``models`` by id (labels are for display only: ``names[id]``, else the model's label)."""
     by_id = {m.id: m for m in models}
     ids = list(by_id)
     first = next((i for i, m in enumerate(models) if prefer is not None and prefer(m)), 0)
     if st.session_state.get(key) not in by_id:
         st.session_state.pop(key, None)
-    pick = container.selectbox(label, ids, index=first, key=key, format_func=lambda i: by_id[i].label)
+    names = names or {}
+    pick = container.selectbox(label, ids, index=first, key=key,
+                               format_func=lambda i: names.get(i, by_id[i].label))
     return by_id[pick]
