@@ -13,7 +13,8 @@ together (``Checks``), so one run tells everything that is wrong along the way.
 - J2 ``test_j2_defaults_learn``: conv runs at the Training page's defaults (its epochs, 4,000
   images, seeds 0 and 2) end below the mean-image MSE / 3, and the shown value equals the downloaded
   checkpoint's validation MSE; the Anomaly page's quick one-class model (MNIST class 1) reaches
-  AUC >= 0.95, and the shown AUC equals the AUC of the downloaded scores.csv.
+  AUC >= 0.95, and the shown AUC equals the AUC of the downloaded scores.csv; once finished it is
+  the Threshold panel's model, and no banner says it still trains.
 - J3 ``test_j3_colour_upload_quick_model_on_mnist_sidebar``: with MNIST in the sidebar, Anomaly page,
   upload mode, 64x64x3 normal / test / labels uploads, quick model: the Anomaly page itself shows the
   model's AUC (checked against its scores.csv) or an error sentence; the run's name does not say mnist.
