@@ -7,6 +7,7 @@ epoch is one ``randperm``; each batch is one ``index_select`` plus one scale to 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import mlp_step
+from . import conv_step, mlp_step
 from .data import to_float
 from .errors import ConfigError, TrainingDiverged
 from .forward import AUTO_BATCH_FLOATS, auto_batch_size, eval_batches
@@ -460,6 +461,10 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
     mlp = None
     if cfg.engine == "auto" and mlp_step.supports(model, cfg.loss, device, dist.on, cfg.amp):
         mlp = mlp_step.MLPStep(model)
+    # A one-channel decoder's last transposed convolution as a matrix product and col2im
+    # (aelib.conv_step): same layer and gradients, float32 sums in another order.
+    fold = cfg.engine == "auto" and device.type == "cpu" and not dist.on and not cfg.amp
+    layers = contextlib.ExitStack()
     opt_step = mlp_step.AdamStep(opt) if mlp is not None else opt.step
     history = History()
     baseline = math.nan if val_images is None else mean_image_mse(train_images, val_images, out_range)
@@ -481,6 +486,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
     # faster and changes no result we measure (same val MSE to 5 digits). Per thread; undone below.
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
     try:
+        if fold:
+            layers.enter_context(conv_step.fold_transposed_convs(model))
         for epoch in range(1, cfg.epochs + 1):
             perm = torch.randperm(n, generator=gen).to(device)
             sum_loss = 0.0
@@ -544,6 +551,7 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
                 result.reason = "target reached"
                 break
     finally:
+        layers.close()
         model.eval()
         if channels_last:
             model.to(memory_format=torch.contiguous_format)
