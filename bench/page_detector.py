@@ -91,6 +91,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['case']}: recommended detector AUC {r['auc']:.4f}, trained in {r['train_seconds']:.0f} s")
     out = Path(args.out_dir) / "page-detector.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "page-detector", "runs": rows}, indent=1) + "\n")
     print(f"wrote {out}")
 
