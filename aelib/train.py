@@ -62,8 +62,10 @@ class TrainConfig:
     engine:     "auto" runs fully connected models on the CPU through :mod:`aelib.mlp_step` (the
                 same gradients without autograd's per-op overhead) where it applies, and
                 convolutional ones on colour images in channels-last memory layout (the same
-                layers, faster kernels; float32 rounding differs); "autograd" always uses plain
-                autograd on contiguous tensors.
+                layers, faster kernels; float32 rounding differs), and the last transposed
+                convolution of a one-channel decoder through :mod:`aelib.conv_step` (its forward
+                as a matrix product and col2im; rounding differs likewise); "autograd" always
+                uses plain autograd on contiguous tensors.
     """
 
     epochs: int = 10
