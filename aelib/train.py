@@ -62,9 +62,9 @@ class TrainConfig:
     engine:     "auto" runs fully connected models on the CPU through :mod:`aelib.mlp_step` (the
                 same gradients without autograd's per-op overhead) where it applies, and
                 convolutional ones on colour images in channels-last memory layout (the same
-                layers, faster kernels; float32 rounding differs), and the last transposed
-                convolution of a one-channel decoder through :mod:`aelib.conv_step` (its forward
-                as a matrix product and col2im; rounding differs likewise); "autograd" always
+                layers, faster kernels; float32 rounding differs), and a decoder's last
+                transposed convolution and tanh through :mod:`aelib.conv_step` in training steps
+                (the same layers in faster forms; rounding differs likewise); "autograd" always
                 uses plain autograd on contiguous tensors.
     """
 
@@ -463,9 +463,9 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
     mlp = None
     if cfg.engine == "auto" and mlp_step.supports(model, cfg.loss, device, dist.on, cfg.amp):
         mlp = mlp_step.MLPStep(model)
-    # A one-channel decoder's last transposed convolution as a matrix product and col2im
-    # (aelib.conv_step): same layer and gradients, float32 sums in another order.
-    fold = cfg.engine == "auto" and device.type == "cpu" and not dist.on and not cfg.amp
+    # The decoders' last transposed convolution and tanh in faster forms for training steps
+    # (aelib.conv_step): same layers and gradients, float32 sums in another order.
+    fast_layers = cfg.engine == "auto" and device.type == "cpu" and not dist.on and not cfg.amp
     layers = contextlib.ExitStack()
     opt_step = mlp_step.AdamStep(opt) if mlp is not None else opt.step
     history = History()
@@ -488,8 +488,8 @@ def fit(model: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor |
     # faster and changes no result we measure (same val MSE to 5 digits). Per thread; undone below.
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
     try:
-        if fold:
-            layers.enter_context(conv_step.fold_transposed_convs(model))
+        if fast_layers:
+            layers.enter_context(conv_step.training_layers(model))
         for epoch in range(1, cfg.epochs + 1):
             perm = torch.randperm(n, generator=gen).to(device)
             sum_loss = 0.0
