@@ -18,9 +18,10 @@ Measured layer by layer (one thread, batch 64; ``bench/conv_throughput.py`` meas
 
 Only the order and rounding of the float32 arithmetic changes (``tests/test_conv_step.py`` holds
 outputs and gradients to the plain layers within 1e-5); the transposed convolutions' backward
-passes are autograd's own for the plain layer. ``fit`` uses these for its training steps with ``engine="auto"`` on the CPU
-(``tests/test_mlp_step.py`` holds whole runs to the plain ones within float32 tolerance); forward
-passes without autograd (validation, scores) keep the plain layers, bitwise.
+passes are autograd's own for the plain layer. ``fit`` uses these for its training steps with
+``engine="auto"`` on the CPU (``tests/test_mlp_step.py`` holds whole runs to the plain ones
+within float32 tolerance); forward passes without autograd (validation, scores) keep the plain
+layers, bitwise.
 """
 
 from __future__ import annotations

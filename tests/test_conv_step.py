@@ -47,7 +47,8 @@ def test_phase_layer_matches_conv_transpose2d(cin, cout, h, w, channels_last, bi
     layer = nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)
     x = torch.randn(3, cin, h, w)
     if channels_last:
-        layer, x = layer.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        layer = layer.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     ref, g, ref_grads = _outputs_and_grads(layer, x)
     with conv_step.training_layers(layer) as n:
