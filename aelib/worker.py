@@ -13,7 +13,9 @@ Rules the manager enforces
   one core trains, the rest serve the pages). Beyond that runs are ``"queued"`` and start in
   submission order (FIFO) as slots free up.
 * A finished run is reused, not retrained: submitting the same model config + training config
-  + data key again returns the finished run (from any session), or the same session's active one.
+  + data key again returns the same session's finished or active run, or shares a finished
+  run's weights under the caller's name (another session's run, or the same session's when the
+  user named the new one).
 * Stop (:meth:`TrainingManager.stop`) is checked every batch; the model keeps the weights it had
   (``"stopped"``), and is usable like a finished one.
 
@@ -279,11 +281,14 @@ class TrainingManager:
     def submit(self, session_id: str, model_config: ModelConfig, train_images: torch.Tensor,
                val_images: torch.Tensor | None = None, train_config: TrainConfig | None = None, *,
                data_key: str, name: str | None = None, dataset: dict | None = None,
-               tags: dict | None = None, alive: AliveFn | None = None, reuse: bool = True) -> Run:
+               tags: dict | None = None, alive: AliveFn | None = None, reuse: bool = True,
+               named: bool = False) -> Run:
         """Queue a run (or return the finished / active run it would duplicate).
 
         ``data_key`` must identify the training and validation images (e.g. dataset name, root
-        and subset): it is part of the reuse key. Raises :class:`WorkerError` when the session
+        and subset): it is part of the reuse key. ``named``: the user chose ``name``, so a
+        finished twin of the same session under another name is shared under this one too
+        (another session's always is), not returned as it is. Raises :class:`WorkerError` when the session
         has too many runs waiting, :class:`~aelib.errors.ConfigError` for a bad config.
         """
         tc = dataclasses.replace(train_config or TrainConfig())
@@ -299,10 +304,11 @@ class TrainingManager:
                     if r.key != key:
                         continue
                     if r.status == DONE and r.model is not None:
-                        if r.session_id == session_id:
+                        if r.session_id == session_id and not (named and name and name != r.name):
                             return r
-                        # Another session's run: share its weights (read-only), never its name,
-                        # dataset description or tags (an upload's file name, say).
+                        # Another session's run, or this session's under another name the
+                        # user chose: share its weights (read-only), never its name, dataset
+                        # description or tags (an upload's file name, say).
                         return self._copy_for(r, session_id, key, name, dataset, tags)
                     if r.active and r.session_id == session_id:
                         return r

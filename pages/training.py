@@ -29,17 +29,28 @@ with setup:
         key="aelib.t_start",
         icon=":material/play_arrow:",
     ):
+        known = set(runs.session_runs())
         try:
-            run = runs.start_on(data, plan.model, plan.train, name=plan.name, subset=plan.subset)
+            run = runs.start_on(
+                data, plan.model, plan.train, name=plan.name, subset=plan.subset, named=plan.named
+            )
         except AelibError as exc:
             st.error(str(exc))
         else:
             st.session_state["aelib.t_watch"] = run.id
-            if run.status == "done":
+            if run.status == "done" and run.id in known:
                 state.flash(
-                    f"This exact run already finished ({run.name}); reusing it instead of retraining."
+                    f"This session already trained these exact settings as {run.name} (the same seed "
+                    "gives the same model), so it is shown again. Change the seed or any setting to "
+                    "train another, or type a new run name to list it under that name too."
                 )
-            state.flash(f"Started {run.name}." if run.status == "running" else f"Queued {run.name}.", "info")
+            elif run.status == "done":
+                state.flash(
+                    f"{run.name} reuses a model already trained with these exact settings (the same "
+                    "seed gives the same model) instead of training it again."
+                )
+            else:
+                state.flash(f"Started {run.name}." if run.status == "running" else f"Queued {run.name}.", "info")
     if busy:
         st.caption("A run of this session is active; a new one waits for it.")
 

@@ -161,8 +161,15 @@ def test_training_through_the_ui_feeds_the_other_pages(env):
     # Same settings again: the finished run is reused, not retrained.
     goto(at, "training")
     at.button(key="aelib.t_start").click().run()
-    assert "reusing" in texts(at.success)
-    assert at.session_state["aelib.runs"][run.id] is run
+    assert "already trained these exact settings as " + run.name in texts(at.success)
+    assert at.session_state["aelib.runs"][run.id] is run and len(at.session_state["aelib.runs"]) == 1
+    # A name of the user's own for the same settings is kept: a run of that name, same weights.
+    next(t for t in at.text_input if t.key.startswith("aelib.t_name_")).set_value("fcn-again")
+    at.button(key="aelib.t_start").click().run()
+    again = list(at.session_state["aelib.runs"].values())[-1]
+    assert again is not run and again.name == "fcn-again" and again.model is run.model
+    assert "fcn-again" in texts(at.success) and "reuses" in texts(at.success)
+    assert "Queued" not in texts(at.info)  # a reused run is not queued
 
 
 def test_fast_mode_and_one_cycle_schedule_reach_the_run(env):

@@ -69,8 +69,14 @@ def test_finished_run_is_reused_not_retrained(manager, images):
     tc = TrainConfig(epochs=1, batch_size=64)
     first = manager.submit("s1", _cfg(), images, None, tc, data_key="rand256")
     manager.wait(first, 30)
-    same = manager.submit("s1", _cfg(), images, None, tc, data_key="rand256")
+    same = manager.submit("s1", _cfg(), images, None, tc, data_key="rand256", name="auto-2")
     assert same is first
+    # A name the user chose for the same settings: listed under it, the weights shared.
+    named = manager.submit("s1", _cfg(), images, None, tc, data_key="rand256", name="mine", named=True)
+    assert named is not first and named.name == "mine" and named.model is first.model
+    assert named.status == DONE and manager.runs("s1") == [first, named]
+    assert manager.submit("s1", _cfg(), images, None, tc, data_key="rand256", name="mine",
+                          named=True) is named
     again = manager.submit("s2", _cfg(), images, None, TrainConfig(epochs=1, batch_size=64, threads=2),
                            data_key="rand256", name="second", dataset={"name": "theirs.npy"})
     # Another session gets its own copy: the same weights, none of the first session's names.

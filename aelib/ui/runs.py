@@ -51,10 +51,12 @@ def start(
     name: str,
     data: DataInfo,
     tags: dict | None = None,
+    named: bool = False,
 ) -> Run:
     """Submit a run for this session through the worker and keep it in the session.
 
     ``data`` is what the checkpoint will say about the training data (normal classes included).
+    ``named``: the user chose ``name`` (a run of the same settings is then also listed under it).
     """
     sid = state.session_id()
     run = state.manager().submit(
@@ -68,6 +70,7 @@ def start(
         dataset=data.to_dict(),
         tags=tags,
         alive=state.alive_probe(sid),
+        named=named,
     )
     session_runs()[run.id] = run
     return run
@@ -81,6 +84,7 @@ def start_on(
     name: str,
     subset: int | None = None,
     tags: dict | None = None,
+    named: bool = False,
 ) -> Run:
     """A run on the sidebar's image set: its first ``subset`` training images, validated on the
     first test images."""
@@ -94,7 +98,7 @@ def start_on(
         n_val=len(val),
         classes=None if data.classes is None else tuple(data.classes),
     )
-    return start(model_config, train_config, images, val, name=name, data=info, tags=tags)
+    return start(model_config, train_config, images, val, name=name, data=info, tags=tags, named=named)
 
 
 def _stem(name: str) -> str:

@@ -37,6 +37,7 @@ class TrainingPlan:
     train: TrainConfig
     name: str
     subset: int
+    named: bool = False  # the user typed the name (not the suggested one)
 
 
 def _starting(arch: str, fast: bool, n_images: int) -> TrainConfig:
@@ -183,7 +184,8 @@ def training_form(data: ImageSet) -> TrainingPlan:
     )
     if fast:  # the whole fast-mode schedule: its one-cycle shape too
         tc = with_fast_mode(tc)
-    return TrainingPlan(arch, cfg, tc, name.strip() or default_name, subset)
+    name = name.strip()
+    return TrainingPlan(arch, cfg, tc, name or default_name, subset, named=name not in ("", default_name))
 
 
 def pick_model(
