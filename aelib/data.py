@@ -135,6 +135,7 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = re.sub(r"\s+", " ", str(exc)).strip() or type(exc).__name__
+    text = re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", text)  # Pillow names its BytesIO
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -543,6 +544,8 @@ def _decode_one(data: bytes, name: str) -> np.ndarray:
             return np.asarray(im.convert("L"))
     except DataError:
         raise
+    except Image.UnidentifiedImageError as exc:
+        raise DataError(f"'{name}' is not a readable PNG or JPEG image (its bytes are neither).") from exc
     except Exception as exc:
         raise DataError(f"'{name}' is not a readable PNG or JPEG image ({_one_line(exc)}).") from exc
 

@@ -50,7 +50,8 @@ with setup:
                     "seed gives the same model) instead of training it again."
                 )
             else:
-                state.flash(f"Started {run.name}." if run.status == "running" else f"Queued {run.name}.", "info")
+                started = run.status == "running"
+                state.flash(f"Started {run.name}." if started else f"Queued {run.name}.", "info")
     if busy:
         st.caption("A run of this session is active; a new one waits for it.")
 

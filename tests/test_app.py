@@ -147,6 +147,12 @@ def test_anomaly_threshold_and_metric_choices(env):
 
 def test_training_through_the_ui_feeds_the_other_pages(env):
     at = goto(new_app(), "training")
+    lr = at.number_input(key="aelib.t_lr_fcn")
+    start = lr.value
+    lr.increment().run()  # the + button steps the rate a little, and - comes back
+    assert start < at.number_input(key="aelib.t_lr_fcn").value <= start * 1.05
+    at.number_input(key="aelib.t_lr_fcn").decrement().run()
+    assert at.number_input(key="aelib.t_lr_fcn").value == pytest.approx(start)
     at.number_input(key="aelib.t_subset_mnist").set_value(300)
     at.number_input(key="aelib.t_epochs_fcn").set_value(2)
     at.button(key="aelib.t_start").click().run()

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import pickle
+import re
 import resource
 import threading
 import time
@@ -93,6 +94,7 @@ def _one_clear_error(at: AppTest, *names: str) -> str:
     assert len(errors) == 1, errors
     msg = errors[0]
     assert "Traceback" not in msg and 'File "' not in msg and len(msg) < 600, msg
+    assert not re.search(r"<[\w.]+ object at 0x|\b_io\.", msg), msg  # no Python object in the sentence
     for name in names:
         assert name in msg, (name, msg)
     return msg

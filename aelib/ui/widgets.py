@@ -109,7 +109,14 @@ def training_form(data: ImageSet) -> TrainingPlan:
     k = f"aelib.t_lr_{arch}{mode}"
     lr = float(
         c2.number_input(
-            "Learning rate", 1e-6, 1.0, format="%.5f", key=k, disabled=fast, value=kept(k, start.lr)
+            "Learning rate",
+            1e-6,
+            1.0,
+            step=1e-4,  # the +/- buttons; Streamlit's 0.01 jumps from 0.003 to 0.013
+            format="%.5f",
+            key=k,
+            disabled=fast,
+            value=kept(k, start.lr),
         )
     )
     k = f"aelib.t_schedule_{arch}{mode}"
