@@ -374,16 +374,22 @@ def test_upload_limit_is_deliberate_and_every_uploader_announces_it(env):
 def test_uploaders_take_only_their_file_types(env, tmp_path, never_torch_load):
     """The browser's file dialog offers only these suffixes; a client that sends another anyway is
     stopped by Streamlit's own check before the app sees the file (AppTest shows that refusal as an
-    exception element: it is Streamlit's, raised before any aelib code runs)."""
+    exception element: it is Streamlit's, raised before any aelib code runs). The checkpoint
+    uploader also takes PyTorch's pickle suffixes, to say in a sentence why they are refused (the
+    browser's own refusal only said "files are not allowed"), without reading them."""
     at = new_app()
     at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
     types = {u.key: sorted(u.proto.type) for u in at.get("file_uploader")}
     assert types == {"aelib.data_upload": [".jpeg", ".jpg", ".npy", ".npz", ".png", ".zip"],
-                     "aelib.ckpt_upload": [".safetensors"]}, types
+                     "aelib.ckpt_upload": [".bin", ".ckpt", ".pkl", ".pt", ".pth", ".safetensors"]}, types
     marker = tmp_path / "pwned"
-    for name in ("evil.pt", "evil.pth", "evil.pkl"):
-        at = _upload_ckpt(new_app(), name, _torch_pickle(marker))
-        assert "Invalid file extension" in texts(at.exception), name
+    for name in ("evil.pt", "evil.pth", "evil.pkl", "random.ckpt"):
+        raw = os.urandom(256) if name == "random.ckpt" else _torch_pickle(marker)
+        at = _upload_ckpt(new_app(), name, raw)
+        msg = _one_clear_error(at, name)
+        assert ".safetensors" in msg and "run code" in msg and msg.count(name) == 1, msg
+        _no_upload_offered(at)
+        _still_works(at, msg)
     at = _upload_data(new_app(), "evil.pkl", _pickled_npy(marker))
     assert "Invalid file extension" in texts(at.exception)
     assert not marker.exists()

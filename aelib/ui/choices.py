@@ -125,6 +125,9 @@ def _file_choice(path: Path, meta: dict, sha: str, origin: str) -> ModelChoice:
     )
 
 
+PICKLE_SUFFIXES = ("pt", "pth", "ckpt", "bin", "pkl")
+
+
 def parse_checkpoint(up) -> checkpoints.Checkpoint | str:
     """An uploaded checkpoint, or the sentence saying why it is refused (kept, so a bad file is
     read once)."""
@@ -139,12 +142,17 @@ def uploaded(files) -> tuple[list[ModelChoice], list[str]]:
     store = state.get("model_uploads", dict)
     out, errors = [], []
     for f in files or []:
+        if not f.name.lower().endswith(".safetensors"):  # a PyTorch pickle by its name: never read
+            errors.append(f"'{f.name}' is not a .safetensors file. aelib opens only .safetensors "
+                          "checkpoints (PyTorch's pickled .pt/.pth/.ckpt files are refused: loading "
+                          "them can run code). Download models from the Training page as .safetensors.")
+            continue
         sha = state.digest(f)
         if sha not in store:
             store[sha] = parse_checkpoint(f)
         ck = store[sha]
         if isinstance(ck, str):
-            errors.append(f"{f.name}: {ck}")
+            errors.append(ck if f.name in ck else f"{f.name}: {ck}")
             continue
         out.append(ModelChoice(f"sha256:{sha}", f.name, "upload", ck.meta, lambda ck=ck: ck.model))
     keep = {state.digest(f) for f in files or []}

@@ -85,7 +85,9 @@ def _model_picker(data: ImageSet | None) -> Frame:
     with st.expander("Upload checkpoints (.safetensors)"):
         files = st.file_uploader(
             "aelib checkpoints",
-            type=["safetensors"],
+            # PyTorch's pickle suffixes too, only to say why they are refused (unread): the
+            # browser's own refusal of another suffix says no more than "files are not allowed".
+            type=["safetensors", *choices.PICKLE_SUFFIXES],
             accept_multiple_files=True,
             key=state.NS + "ckpt_upload",
             label_visibility="collapsed",
