@@ -85,7 +85,7 @@ with live_col:
             st.progress(
                 run.progress,
                 text=f"{run.status} · epoch {runs.epochs_done(run)}/{run.total_epochs} · "
-                f"{runs.seconds(run):.1f} s",  # as in the run table
+                f"{runs.time_text(run)}",
             )
         if run.message:
             (st.error if run.status == "failed" else st.warning)(run.message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import time
 from pathlib import Path
 
@@ -160,6 +161,10 @@ def test_training_through_the_ui_feeds_the_other_pages(env):
     run = next(r for r in reversed(list(at.session_state["aelib.runs"].values())))
     _wait(run)
     assert run.status == "done" and len(run.epochs) == 2
+    at.run()
+    bar = next(p.proto.text for p in at.get("progress"))
+    m = re.search(r"done · epoch 2/2 · ([\d.]+) s training, ([\d.]+) s in all", bar)
+    assert m and float(m[1]) <= float(m[2]), bar  # the wall clock in all never falls below training
     goto(at, "reconstruction")
     picks = at.sidebar.multiselect(key="aelib.models")
     assert f"run:{run.id}" in picks.value  # freshly trained: listed and selected

@@ -162,6 +162,15 @@ def seconds(run: Run) -> float:
     return run.epochs[-1]["seconds"] if run.epochs and not run.active else run.elapsed
 
 
+def time_text(run: Run) -> str:
+    """The progress bar's time: the wall clock while the run is active; once it has ended, fit's
+    training seconds (as the run table and Compare runs show them) beside the wall clock in all, so
+    the figure never seems to run backwards when the start-up and the last validation drop out."""
+    if run.active or not run.epochs:
+        return f"{run.elapsed:.1f} s"
+    return f"{seconds(run):.1f} s training, {run.elapsed:.1f} s in all"
+
+
 def table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(
         [
