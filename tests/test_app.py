@@ -460,7 +460,7 @@ def test_compare_page_overlays_runs_and_lists_what_differs(env):
     assert set(run_table["data"]) == {"MNIST"}, run_table  # which data each run was trained on
     assert "Trained on MNIST." in texts(at.caption)
     progress = [p.proto.text for p in at.get("progress")]  # the latest run's bar: the same figure
-    assert progress and progress[-1].endswith(f"· {shown[second.name]:.1f} s"), (progress, shown)
+    assert progress and f"· {shown[second.name]:.1f} s training, " in progress[-1], (progress, shown)
 
 
 

@@ -805,3 +805,23 @@ def test_latent_map_of_a_one_image_dataset_is_an_info_not_an_error(env):
     _goto(at, "latent")
     assert not at.exception and not at.error, texts(at.error)
     assert "at least 2 test images" in texts(at.info), texts(at.info)
+
+
+def test_a_refused_upload_leaves_the_other_uploaders_and_says_only_its_own_sentence(env):
+    """Anomaly page, uploaded sets: a bad normal set hid the test and label uploaders (the page
+    stopped at its error), and a bad test file's sentence outlived the file."""
+    at = _goto(new_app(), "anomaly")
+    at.radio(key="aelib.a_mode").set_value("upload").run()
+    at.file_uploader(key="aelib.a_up_test").upload("text.npy", b"just some text\n").run()
+    at.file_uploader(key="aelib.a_up_train").upload("flat.npy", _npy(_rng_u8((5, 7)))).run()
+    assert not at.exception
+    errors = texts(at.error)
+    assert len(at.error) == 2 and "'text.npy'" in errors and "'flat.npy'" in errors, errors
+    keys = {u.key for u in at.get("file_uploader")}
+    assert {"aelib.a_up_train", "aelib.a_up_test", "aelib.a_up_labels"} <= keys, keys
+    at.file_uploader(key="aelib.a_up_train").clear().run()
+    assert len(at.error) == 1 and "'text.npy'" in texts(at.error), texts(at.error)
+    at.file_uploader(key="aelib.a_up_test").clear().run()
+    assert not at.error and not at.exception, texts(at.error)
+    at.file_uploader(key="aelib.a_up_test").upload("test.npy", _npy(_rng_u8((30, 28, 28)))).run()
+    assert not at.error and not at.exception, texts(at.error)

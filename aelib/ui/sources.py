@@ -23,6 +23,7 @@ from ..data import (
     npz_labels,
     one_class_split,
 )
+from ..errors import AelibError
 from ..localpath import resolve_local_path
 from . import settings, state
 
@@ -147,11 +148,18 @@ def kept_upload(
     key: str, label: str, types: list[str], parse, *, container=st, help: str | None = None
 ) -> Upload | None:
     """A file uploader whose file outlives the page: Streamlit drops a widget's file when its page
-    is left, so the parsed file is kept in the session until the user removes or replaces it."""
+    is left, so the parsed file is kept in the session until the user removes or replaces it.
+
+    A file ``parse`` refuses gets its sentence under this uploader and counts as no file (None), so
+    a page's other uploaders and widgets still draw: raising instead skipped them, and a widget
+    left undrawn for a run loses its state. The refusal is kept while that file stays, so the file
+    is not parsed again on every rerun."""
     store: dict = state.get("uploads", dict)
+    refused: dict = state.get("upload_refusals", dict)
     fresh = key not in st.session_state  # the widget was not on the previous run's page
     up = container.file_uploader(label, type=types, key=key, help=help)
     if up is None:
+        refused.pop(key, None)
         if not fresh:  # the user removed the file
             store.pop(key, None)
             return None
@@ -162,7 +170,16 @@ def kept_upload(
     sha = state.digest(up)
     kept = store.get(key)
     if kept is None or kept.sha != sha:
-        kept = Upload(up.name, sha, up.size, up.name, parse(up))
+        if refused.get(key, ("",))[0] != sha:
+            try:
+                kept = Upload(up.name, sha, up.size, up.name, parse(up))
+            except AelibError as exc:
+                refused[key] = (sha, str(exc))
+        if refused.get(key, ("",))[0] == sha:
+            store.pop(key, None)  # the refused file replaced the one kept before
+            container.error(refused[key][1])
+            return None
+        refused.pop(key, None)
         store[key] = kept
     return kept
 
