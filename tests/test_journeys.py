@@ -1057,6 +1057,9 @@ def test_j7_explore_a_latent_map_a_picture_and_runs_side_by_side(app, mnist, tmp
                 train2d.click()
                 ck(training_starts(page), "30 s after the click the sidebar does not say the 2-D model "
                                           "is training")
+                settle(page)  # the page's note that it trains must not switch the tab
+                ck(page.get_by_role("tab", name="Decoded plane").get_attribute("aria-selected") == "true",
+                   "after the 2-D training button the Decoded plane tab is no longer the one shown")
                 deadline = time.monotonic() + 300
                 while time.monotonic() < deadline and training_now(page):
                     time.sleep(2)

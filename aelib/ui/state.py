@@ -90,9 +90,13 @@ def flash(message: str, kind: str = "success") -> None:
 
 def show_flash(page: str) -> None:
     st.session_state[NS + "page"] = page
+    # Always one element here, empty or not: a message that appeared as a new element would move
+    # everything below it one place down, and Streamlit redraws moved elements afresh (tabs went
+    # back to their first tab when a button in another one said what it started).
+    slot = st.container()
     item = st.session_state.pop(NS + "flash", None)  # shown once, and never on another page
     if item and item[2] in (None, page):
-        getattr(st, item[0])(item[1])
+        getattr(slot, item[0])(item[1])
 
 
 def digest(uploaded) -> str:
