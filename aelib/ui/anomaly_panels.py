@@ -52,9 +52,9 @@ def roc_panel(labels: np.ndarray, scores: dict[str, np.ndarray], names: dict[str
         margin=dict(l=10, r=10, t=10, b=10),
         legend=dict(orientation="h", y=-0.25),
     )
-    c1, c2 = st.columns([3, 2])
-    c1.plotly_chart(fig, key="aelib.a_roc")
-    c2.dataframe(
+    st.plotly_chart(fig, key="aelib.a_roc")
+    # Below the chart, full width: beside it, long model names pushed the figures out of view.
+    st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,
         column_config={

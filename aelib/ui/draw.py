@@ -95,6 +95,15 @@ def image_rows(rows: Sequence[tuple[str, np.ndarray, Sequence[str] | None]], gra
             cols[j + 1].image(for_display(img[None], gray_r, scale)[0], caption=cap, width="stretch")
 
 
+def side_by_side(views: Sequence[tuple[str, np.ndarray]], gray_r: bool = False, slots: int = 4) -> None:
+    """Views of one image (caption, a (1, H, W[, C]) display array) in one row of ``slots`` equal
+    columns, so each is drawn at a column's width, not the page's."""
+    cols = st.columns(max(slots, len(views)), gap="small")
+    for col, (caption, arr) in zip(cols, views):
+        scale = _scale_for(arr.shape[1:3] if arr.ndim == 4 else arr.shape[1:])
+        col.image(for_display(arr, gray_r, scale)[0], caption=caption, width="stretch")
+
+
 def strip(arr: np.ndarray, gray_r: bool = False, captions: Sequence[str] | None = None) -> None:
     """One row of images as a single composite picture (one PNG)."""
     grid = explore.image_grid([for_display(arr, gray_r, _scale_for(arr.shape[1:3]))], pad=4)

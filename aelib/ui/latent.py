@@ -73,11 +73,11 @@ def map_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
     g = compute.gallery(mc, test.take(np.concatenate([[i], near])))
     tag = f" ({names[i]})" if data.labelled else ""
     st.markdown(f"**Image #{i}**{tag} · reconstruction MSE {err:.5f}")
-    draw.image_rows(
+    draw.side_by_side(
         [
-            ("image", g["original"][:1], [f"#{i}"]),
-            ("reconstruction", g["reconstruction"][:1], None),
-            ("|error|", draw.heatmap(g["abs_error"][:1], vmax=0.5), None),
+            (f"image #{i}", g["original"][:1]),
+            ("reconstruction", g["reconstruction"][:1]),
+            ("|error|", draw.heatmap(g["abs_error"][:1], vmax=0.5)),
         ],
         gray_r,
     )
