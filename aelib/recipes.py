@@ -1,8 +1,9 @@
 """Training configurations in one place: the Keras recipe, its fast mode, and the starting values
-that the CLI, the Training page and the Anomaly page's quick model use.
+that the CLI and the Training page use.
 
 ``default_train_config(arch)`` is what a user gets before touching a field; ``quick_oneclass``
-is the Anomaly page's one-click one-class model. ``bench/defaults.py`` checks both on every seed.
+is a small one-class recipe (the Anomaly page's one-click model until the recommended detector of
+:mod:`aelib.anomaly` replaced it there). ``bench/defaults.py`` checks both on every seed.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ QUICK_BUDGET = QUICK_IMAGES * 8
 
 def quick_oneclass(in_shape: tuple[int, int, int], n_available: int | None = None
                    ) -> tuple[ModelConfig, TrainConfig, int]:
-    """(model, training, images to use) for the Anomaly page's one-click one-class model.
+    """(model, training, images to use) for a small one-click one-class model.
 
     ``n_available`` is the number of normal training images on offer (None: as many as wanted);
     the model trains on the first ``images`` of them.
