@@ -407,6 +407,11 @@ def test_score_one_image_gives_its_percentile_among_normal_scores(env):
     assert "Percentile among normal test images" in labels, labels
     pct = next(m.value for m in at.metric if m.label.startswith("Percentile"))
     assert float(pct.rstrip("%")) > 90  # a white page reconstructs worse than nearly every test digit
+    # Flagged by the threshold the Threshold panel set, for the model it shows, and said so
+    assert at.selectbox(key="aelib.a_one_model").value == at.selectbox(key="aelib.a_thr_model").value
+    flagged = next(m for m in at.metric if m.label.startswith("Flagged"))
+    assert flagged.value == "anomaly" and "Threshold panel" in flagged.help, flagged.help
+    assert "best F1" in flagged.help, flagged.help
 
 
 @pytest.mark.parametrize("score", ["latent", "latent_knn"])

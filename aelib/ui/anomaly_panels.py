@@ -114,7 +114,8 @@ def threshold_panel(
             format="%.5f",
             key=f"aelib.a_thr_{k}_{metric}",
         )
-    st.session_state[threshold_key(k, metric)] = float(thr)
+    how_text = THRESHOLDS[how] + (f" ({float(rate):.3f})" if how == "contamination" else "")
+    st.session_state[threshold_key(k, metric)] = (float(thr), how_text)
     flagged = int((s >= thr).sum())
     if labels is None:
         st.metric("Flagged as anomalies", f"{flagged:,} of {len(s):,}", help=f"score ≥ {thr:.5g}")
@@ -168,7 +169,10 @@ def score_one_panel(
     else:
         st.caption("Upload an image to score it with the models above; it is resized to the model's input.")
         return
-    m = widgets.pick_model("Model", models, "aelib.a_one_model", names=names)
+    m = widgets.pick_model(
+        "Model", models, "aelib.a_one_model", names=names,
+        prefer=lambda c: c.id == st.session_state.get(THRESHOLD_MODEL),  # the Threshold panel's model
+    )
     x = explore.fit_images(image[:1], m.in_shape)
     one = Images(f"one:{state.digest(shot) if shot is not None else up.sha}:{m.in_shape}", x)
     use, one_score = scores_of(m, case, one, metric)  # the table's score, fitted the same way
@@ -177,11 +181,11 @@ def score_one_panel(
     pct = explore.percentile_of(score, ref)
     thr = st.session_state.get(threshold_key(m.id, metric))
     g = compute.gallery(m, one)
-    draw.image_rows(
+    draw.side_by_side(
         [
-            ("image", g["original"], [name]),
-            ("reconstruction", g["reconstruction"], [f"{use} {score:.4g}"]),  # the score may not be an error
-            ("|error|", draw.heatmap(g["abs_error"], vmax=0.5), None),
+            (name, g["original"]),
+            (f"reconstruction · {use} {score:.4g}", g["reconstruction"]),  # the score may not be an error
+            ("|error|", draw.heatmap(g["abs_error"], vmax=0.5)),
         ],
         gray_r,
     )
@@ -192,10 +196,13 @@ def score_one_panel(
         f"{pct:.1f}%",
     )
     if thr is None:
-        c.metric("Flagged", "—", help="Set a threshold in the Threshold panel (needs labelled test images).")
+        c.metric("Flagged", "—", help="Pick this model in the Threshold panel above to set its threshold.")
     else:
         c.metric(
-            "Flagged at the threshold", "anomaly" if score >= thr else "normal", help=f"threshold {thr:.5g}"
+            "Flagged at the threshold",
+            "anomaly" if score >= thr[0] else "normal",
+            help=f"score ≥ {thr[0]:.5g}: the threshold set for this model in the Threshold panel above, "
+            f"by {thr[1]}",
         )
 
 
