@@ -295,7 +295,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
             latent = scoring.LatentGaussian(scoring.latent_codes(
                 ck.model, data.load_images(args.fit_on), progress=_progress_printer("fitting on")))
-        beta = (ck.meta.get("train_config") or {}).get("beta")
+        beta = (ck.meta.get("train") or {}).get("beta")  # the weight it was trained with
         scores = scoring.model_scores(ck.model, images, [args.score], beta=beta, latent=latent,
                                       progress=_progress_printer("scoring"))[args.score]
         n = export.write_scores_csv(args.out, scores)

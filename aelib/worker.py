@@ -84,7 +84,7 @@ from torch import nn
 
 from .checkpoints import make_metadata
 from .errors import AelibError, ConfigError
-from .models import ModelConfig, build, count_parameters
+from .models import ModelConfig, build, count_parameters, default_beta
 from .train import Callback, History, TrainConfig, collapse_message, fit, resolve_device
 
 log = logging.getLogger(__name__)
@@ -557,8 +557,11 @@ class TrainingManager:
         if model is not None:
             metrics = {"val_mse": run.final_val_mse, "parameters": count_parameters(model),
                        "seconds": round(run.elapsed, 2)}
+            tc = run.train_config  # with the KL weight fit resolved, as the CLI's checkpoints say it
+            if tc.beta is None:
+                tc = dataclasses.replace(tc, beta=default_beta(run.model_config))
             run.meta = make_metadata(model, name=run.name, dataset=run.dataset,
-                                     train_config=run.train_config.to_dict(), history=hist.to_dict(),
+                                     train_config=tc.to_dict(), history=hist.to_dict(),
                                      metrics=metrics, extra={"run_id": run.id, "status": status, **run.tags})
         with self._lock:
             self._finish(run, status, message, model)

@@ -155,3 +155,28 @@ def test_the_fast_recipe_process_imports_only_what_training_needs(tmp_path, data
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "0 []"
     assert checkpoints.load(tmp_path / "f.safetensors").meta["metrics"]["test_mse"] < 0.05
+
+
+def test_exported_elbo_scores_use_the_kl_weight_the_vae_was_trained_with(tmp_path):
+    """The checkpoint says its KL weight under "train" (the page reads it there); the CLI's export
+    looked under a key no checkpoint has, and scored every VAE with the default weight."""
+    from aelib.scoring import model_scores
+
+    npy, test_npy = tmp_path / "train.npy", tmp_path / "test.npy"
+    np.save(npy, _blobs(120, 0)[..., 0])
+    np.save(test_npy, _blobs(20, 1)[..., 0])
+    out = tmp_path / "vae.safetensors"
+    assert main(["train", "--dataset", str(npy), "--model", "vae", "--epochs", "1", "--batch-size", "32",
+                 "--latent", "4", "--beta", "0.5", "--out", str(out), "--quiet"]) == 0
+    ck = checkpoints.load(out)
+    assert ck.meta["train"]["beta"] == 0.5
+    scores = tmp_path / "elbo.csv"
+    assert main(["export", str(out), "--dataset", str(test_npy), "--what", "scores", "--score", "elbo",
+                 "--out", str(scores)]) == 0
+    got = pd.read_csv(scores).score.to_numpy()
+    from aelib.data import load_images
+    images = load_images(str(test_npy))
+    want = model_scores(ck.model, images, ["elbo"], beta=0.5)["elbo"]
+    default = model_scores(ck.model, images, ["elbo"])["elbo"]
+    assert not np.allclose(want, default)  # the weight matters here
+    np.testing.assert_allclose(got, want, rtol=1e-5)

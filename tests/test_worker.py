@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from aelib.models import get_config
+from aelib.models import default_beta, get_config
 from aelib.train import TrainConfig
 from aelib.worker import (
     DONE,
@@ -62,6 +62,7 @@ def test_run_progresses_and_finishes_with_a_model(manager, images):
     assert run.history().epoch == [1, 2, 3]
     assert run.progress == 1.0 and run.final_val_mse is not None
     assert run.meta["model"]["latent"] == 8 and run.meta["epochs"] == 3
+    assert run.meta["train"]["beta"] == default_beta(run.model_config)  # resolved, not None
     assert run.train_images is None  # data released
 
 
