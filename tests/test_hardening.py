@@ -825,3 +825,13 @@ def test_a_refused_upload_leaves_the_other_uploaders_and_says_only_its_own_sente
     assert not at.error and not at.exception, texts(at.error)
     at.file_uploader(key="aelib.a_up_test").upload("test.npy", _npy(_rng_u8((30, 28, 28)))).run()
     assert not at.error and not at.exception, texts(at.error)
+
+
+def test_a_page_without_data_says_what_the_sidebar_needs(env):
+    at = _goto(new_app(), "training")
+    at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
+    assert "Upload images in the sidebar first" in texts(at.info), texts(at.info)
+    _upload_data(at, "junk.npy", b"\x93NUMPY\x01\x00garbage")
+    _one_clear_error(at, "junk.npy")
+    assert "Upload images in the sidebar first" in texts(at.info), texts(at.info)
+    assert "Pick a dataset" not in texts(at.info)

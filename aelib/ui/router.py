@@ -123,7 +123,15 @@ def page(page_file: str, *, title: bool = True) -> Frame:
 
 def need_data(fr: Frame):
     if fr.data is None:
-        st.info("Pick a dataset in the sidebar first.")
+        pick = st.session_state.get(state.NS + "dataset")
+        st.info(
+            "Upload images in the sidebar first (an array or a zip of PNG/JPEG); its message says "
+            "why a file was not taken."
+            if pick == sidebar.UPLOAD
+            else "Type a path in the sidebar first."
+            if pick == sidebar.LOCAL
+            else "Pick a dataset in the sidebar first."
+        )
         st.stop()
     return fr.data
 
