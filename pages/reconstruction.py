@@ -79,16 +79,18 @@ with st.spinner("Reconstructing..."):
                 "family": m.config.family,
                 "latent": m.config.latent,
                 "MSE (shown)": float(mse.mean()),
-                "PSNR dB (shown)": compute.psnr_db(mse, vr),
+                "mean PSNR dB (shown)": compute.psnr_db(mse, vr),
                 "MSE (test set)": float(full.mean()),
-                "PSNR dB (test set)": compute.psnr_db(full, vr),
+                "mean PSNR dB (test set)": compute.psnr_db(full, vr),
             }
         )
 
 draw.image_rows(rows, gray_r)
 st.caption(
     "Numbers under the images: per-image MSE in the model's pixel range. Error rows: "
-    "|reconstruction - original|, dark = small, yellow = large (same scale for every model)."
+    "|reconstruction - original|, dark = small, yellow = large (same scale for every model). Table: "
+    "MSE is the mean over images; PSNR the mean of each image's PSNR, which is not the PSNR of that "
+    "mean MSE."
 )
 draw.table(table, five_digits=("MSE (shown)", "MSE (test set)"))
 
