@@ -45,9 +45,14 @@ for m in picked:
         mode="lines+markers",
         name=m.name + ("" if val else " (train loss)"),
     )
+    data = m.meta.get("dataset") or {}
     rows.append(
         {
             "model": m.name,
+            # Runs on different data share one axis: say which data each curve is on
+            "data": str(data.get("name", "")) + (
+                f", normal {list(data['normal_classes'])}" if data.get("normal_classes") else ""
+            ),
             "epochs": len(h.epoch),
             "final val MSE": val[-1] if val else None,
             "best val MSE": min(val) if val else None,

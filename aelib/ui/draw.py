@@ -153,5 +153,8 @@ def chart_layout(fig: go.Figure, x: str, y: str, height: int, log: str = "") -> 
         legend=dict(orientation="h", y=-0.25),
     )
     if log:
-        fig.update_layout(**{f"{log}axis_type": "log"})
+        # Ticks at 1, 2 and 5 of each decade, written in full: plotly's default labels a short log
+        # axis with bare digits ("2, 0.1, 9 8 7"), which read as other numbers.
+        fig.update_layout(**{f"{log}axis_type": "log", f"{log}axis_dtick": "D2",
+                             f"{log}axis_tickformat": ".2g"})
     return fig
