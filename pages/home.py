@@ -22,7 +22,7 @@ for col, spec in zip(st.columns(len(links)), links):
 
 st.subheader("Ready to use")
 if fr.data is None:
-    st.info("Pick a dataset in the sidebar.")
+    st.info(router.no_data_hint())
 else:
     c, h, w = fr.data.shape
     a, b, d = st.columns(3)

@@ -164,4 +164,4 @@ with tab_s:
         latent.slider_panel(mc, data, start, tag, gray_r)
 
 with tab_g:
-    latent.plane_panel(mc, data, gray_r)
+    latent.plane_panel(mc, data, gray_r, models, fr.compatible)

@@ -376,6 +376,9 @@ def test_the_decoded_plane_trains_a_2d_model_from_the_page(env):
     assert run.train_config == recipes.train_config_for("vae", run.dataset["n_train"])  # the page's defaults
     _wait(run)
     at.run()
+    # Still on the other model: the tab points to the 2-D one instead of offering to train it again
+    assert f"{run.name}** has a 2-D latent: pick it in the Model list above" in texts(at.caption)
+    assert not any(b.key == "aelib.l_plane_train" for b in at.button)
     z2 = next(o for o in at.selectbox(key="aelib.l_model").options if run.name in o)
     at.selectbox(key="aelib.l_model").set_value(z2).run()
     assert not at.exception, [e.value for e in at.exception]

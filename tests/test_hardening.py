@@ -828,8 +828,10 @@ def test_a_refused_upload_leaves_the_other_uploaders_and_says_only_its_own_sente
 
 
 def test_a_page_without_data_says_what_the_sidebar_needs(env):
-    at = _goto(new_app(), "training")
+    at = new_app()
     at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
+    assert "Upload images in the sidebar first" in texts(at.info), texts(at.info)  # the Overview
+    _goto(at, "training")
     assert "Upload images in the sidebar first" in texts(at.info), texts(at.info)
     _upload_data(at, "junk.npy", b"\x93NUMPY\x01\x00garbage")
     _one_clear_error(at, "junk.npy")

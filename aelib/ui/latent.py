@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
@@ -150,10 +152,22 @@ def slider_panel(mc: ModelChoice, data: ImageSet, start: Images, tag: str, gray_
     sliders()
 
 
-def plane_panel(mc: ModelChoice, data: ImageSet, gray_r: bool) -> None:
-    """For a 2-D latent: the decoded grid over the plane, with the test codes drawn over it."""
+def plane_panel(
+    mc: ModelChoice, data: ImageSet, gray_r: bool, picked: Sequence[ModelChoice] = (),
+    available: Sequence[ModelChoice] = (),
+) -> None:
+    """For a 2-D latent: the decoded grid over the plane, with the test codes drawn over it.
+    Otherwise where to find a 2-D model (``picked``: the page's Model list; ``available``: the
+    sidebar's), or a button that trains one."""
     if explore.latent_dim(mc.model) != 2:
         st.info("The decoded plane needs a model with a 2-D latent.")
+        two_d = [m for m in available if m.config.latent == 2 and m.made_for(data)]
+        if two_d:
+            m = next((m for m in two_d if m.config.family == mc.config.family), two_d[0])
+            where = ("the Model list above" if any(p.id == m.id for p in picked)
+                     else "the sidebar's Models to show, then in the Model list above")
+            st.caption(f"**{m.name}** has a 2-D latent: pick it in {where}.")
+            return
         _train_2d(mc, data)
         return
     z = compute.codes(mc, data.test_images.head(MAP_IMAGES))
@@ -199,7 +213,11 @@ def _train_2d(mc: ModelChoice, data: ImageSet) -> None:
         return
     active = runs.active_run()
     if active is not None:
-        st.caption(f"Training **{active.name}** now; a 2-D model can start when it is done.")
+        st.caption(
+            f"Training **{active.name}** now: it joins the Model list when it is done."
+            if active.model_config.latent == 2
+            else f"Training **{active.name}** now; a 2-D model can start when it is done."
+        )
         return
     n = min(len(data.train), runs.TRAIN_IMAGES)
     prefix = data.builtin or "data"

@@ -121,17 +121,19 @@ def page(page_file: str, *, title: bool = True) -> Frame:
     return sidebar.current()
 
 
+def no_data_hint() -> str:
+    """What the sidebar still needs before a page has images: said after what the user picked."""
+    pick = st.session_state.get(state.NS + "dataset")
+    if pick == sidebar.UPLOAD:
+        return "Upload images in the sidebar first (an image array, or a zip of PNG/JPEG files)."
+    if pick == sidebar.LOCAL:
+        return "Type a path in the sidebar first."
+    return "Pick a dataset in the sidebar first."
+
+
 def need_data(fr: Frame):
     if fr.data is None:
-        pick = st.session_state.get(state.NS + "dataset")
-        st.info(
-            "Upload images in the sidebar first (an array or a zip of PNG/JPEG); its message says "
-            "why a file was not taken."
-            if pick == sidebar.UPLOAD
-            else "Type a path in the sidebar first."
-            if pick == sidebar.LOCAL
-            else "Pick a dataset in the sidebar first."
-        )
+        st.info(no_data_hint())
         st.stop()
     return fr.data
 
