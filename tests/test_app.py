@@ -181,6 +181,7 @@ def test_training_through_the_ui_feeds_the_other_pages(env):
     assert again is not run and again.name == "fcn-again" and again.model is run.model
     assert "fcn-again" in texts(at.success) and "reuses" in texts(at.success)
     assert "Queued" not in texts(at.info)  # a reused run is not queued
+    assert at.selectbox(key="aelib.t_pick").value == again.id  # Save / Download start on it
 
 
 def test_fast_mode_and_one_cycle_schedule_reach_the_run(env):

@@ -41,6 +41,11 @@ def session_runs_panel() -> None:
         )
         finished = {r.id: r for r in session if r.model is not None and r.meta is not None}
         if finished:
+            # Save and Download start on the run the page shows (the one last started), once it is
+            # finished; a run picked here stays picked until another one starts.
+            watch = st.session_state.get("aelib.t_watch")
+            if watch in finished and st.session_state.get("aelib.t_pick_follows") != watch:
+                st.session_state["aelib.t_pick"] = st.session_state["aelib.t_pick_follows"] = watch
             pick = st.selectbox(
                 "Run", list(finished), key="aelib.t_pick", format_func=lambda i: finished[i].name
             )
