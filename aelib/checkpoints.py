@@ -11,6 +11,7 @@ is never called.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -509,7 +510,17 @@ def _flat(prefix: str, d: dict) -> dict:
 
 def differences(metas: list[dict]) -> dict[str, list]:
     """{"model.latent": [32, 16], "train.lr": [...], ...}: the model and training settings in which
-    these checkpoints' metadata differ (one value per checkpoint, None where one lacks it)."""
+    these checkpoints' metadata differ (one value per checkpoint, None where one lacks it).
+
+    A model setting an older checkpoint lacks is the default it loads with. A training setting it
+    lacks was not recorded: it differs only if the checkpoints that record it disagree (an older
+    file without ``train.engine`` is not shown as differing from every newer one)."""
+    model_defaults = {f"model.{f.name}": f.default for f in dataclasses.fields(ModelConfig)
+                      if f.default is not dataclasses.MISSING}
     flats = [{**_flat("model", _section(m, "model")), **_flat("train", _section(m, "train"))} for m in metas]
     keys = sorted({k for f in flats for k in f})
-    return {k: [f.get(k) for f in flats] for k in keys if len({repr(f.get(k)) for f in flats}) > 1}
+    for f in flats:
+        for k in keys:
+            if k not in f and k in model_defaults:
+                f[k] = tuple(model_defaults[k]) if isinstance(model_defaults[k], list) else model_defaults[k]
+    return {k: [f.get(k) for f in flats] for k in keys if len({repr(f[k]) for f in flats if k in f}) > 1}

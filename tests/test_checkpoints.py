@@ -164,6 +164,16 @@ def test_differences_lists_only_the_settings_that_differ():
     b = ckpt.make_metadata(build(get_config("fcn", (1, 28, 28), latent=16)), train_config={"lr": 1e-3})
     assert ckpt.differences([a, b]) == {"model.latent": [8, 16]}
     assert ckpt.differences([a, a]) == {}
+    # An older checkpoint that lacks settings: a model default is what it loads with; a training
+    # setting it did not record is not a difference unless those that record it disagree
+    assert a["model"]["preset"] is None and a["model"]["init"] == "glorot"
+    old = {**a, "model": {k: v for k, v in a["model"].items() if k != "preset"}, "train": {"lr": 1e-3}}
+    new = {**a, "train": {"lr": 1e-3, "engine": "auto", "eps": 1e-8}}
+    assert ckpt.differences([old, new]) == {}
+    other = {**a, "train": {"lr": 1e-3, "engine": "autograd"}}
+    assert ckpt.differences([old, new, other]) == {"train.engine": [None, "auto", "autograd"]}
+    no_init = {**a, "model": {k: v for k, v in a["model"].items() if k != "init"}}  # loads as "torch"
+    assert ckpt.differences([no_init, a]) == {"model.init": ["torch", "glorot"]}
 
 
 def test_data_info_reads_the_new_schema_and_old_extra_sections():
