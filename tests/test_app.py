@@ -98,6 +98,25 @@ def test_reconstruction_options_and_denoising_rows(env):
     assert "out of range" in texts(at.error)
 
 
+def _count(node, kind: str) -> int:
+    children = getattr(node, "children", {}).values()
+    return (getattr(node, "type", None) == kind) + sum(_count(c, kind) for c in children)
+
+
+def test_reconstruction_sends_one_picture_per_row_with_every_caption(env):
+    """84 tiles were 84 media files, and a browser that fetched them again took twice as long to
+    draw the page: each row is one picture now, its captions (each image's index and MSE) under it."""
+    at = goto(new_app(), "reconstruction")
+    n_models = len(at.sidebar.multiselect(key="aelib.models").value)
+    at.toggle(key="aelib.r_err").set_value(True).run()
+    assert n_models >= 2 and at.slider(key="aelib.r_n").value == 12
+    rows = 1 + 2 * n_models  # originals, then each model's reconstructions and errors
+    images = _count(at.main, "image")
+    assert rows <= images <= rows + 3, (images, rows)  # + the worst examples of a class (3 rows)
+    html = " ".join(str(m.value) for m in at.markdown)
+    assert all(f"<div>#{i}</div>" in html for i in range(12)), html[:500]
+
+
 def test_latent_page_interpolates_samples_and_reseeds(env):
     at = goto(new_app(), "latent")
     assert "Variational" in texts(at.caption)  # the default pick per family includes the VAE
