@@ -169,19 +169,18 @@ def kept_upload(
         return kept
     sha = state.digest(up)
     kept = store.get(key)
-    if kept is None or kept.sha != sha:
-        if refused.get(key, ("",))[0] != sha:
-            try:
-                kept = Upload(up.name, sha, up.size, up.name, parse(up))
-            except AelibError as exc:
-                refused[key] = (sha, str(exc))
-        if refused.get(key, ("",))[0] == sha:
-            store.pop(key, None)  # the refused file replaced the one kept before
-            container.error(refused[key][1])
-            return None
-        refused.pop(key, None)
-        store[key] = kept
-    return kept
+    if kept is not None and kept.sha == sha:
+        return kept
+    if refused.get(key, (None,))[0] != sha:  # a file not read yet
+        try:
+            store[key] = Upload(up.name, sha, up.size, up.name, parse(up))
+            refused.pop(key, None)
+            return store[key]
+        except AelibError as exc:
+            refused[key] = (sha, str(exc))
+    store.pop(key, None)  # the refused file replaced the one kept before
+    container.error(refused[key][1])
+    return None
 
 
 def uploaded_set(upload: Upload) -> ImageSet:
