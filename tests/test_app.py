@@ -512,6 +512,8 @@ def test_a_queued_run_says_queued_and_nothing_else(env):
     b.run()
     assert any("Queued" in i.value for i in b.info), texts(b.info)
     assert not any("First epoch in progress" in c.value for c in b.caption)
+    table = b.dataframe[0].value  # the runs table: an empty number cell, not the word "None"
+    assert table["val MSE"].dtype.kind == "f" and table["val MSE"].isna().all(), table
 
 
 def test_the_denoising_hint_names_only_this_datasets_denoisers(monkeypatch, folders, tmp_path):

@@ -179,7 +179,9 @@ def table(runs: list[Run]) -> pd.DataFrame:
                 "data": r.dataset.get("name", ""),  # the sidebar may show another dataset now
                 "status": r.status,
                 "epochs": f"{epochs_done(r)}/{r.total_epochs}",
-                "val MSE": r.final_val_mse,
+                # NaN, not None, before the first epoch ends: a number column shows it as an
+                # empty cell, where a column of only None would read "None".
+                "val MSE": float("nan") if r.final_val_mse is None else r.final_val_mse,
                 "seconds": round(seconds(r), 1),
                 "note": r.message,
             }
