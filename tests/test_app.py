@@ -536,3 +536,33 @@ def test_the_denoising_hint_names_only_this_datasets_denoisers(monkeypatch, fold
         assert "tiny-conv" in hint and "fashion" not in hint, hint
     finally:
         stop_all_runs()
+
+
+def _threshold_panel_app(labels: list[int], scores: list[float]):
+    from streamlit.testing.v1 import AppTest
+
+    def script(labels, scores):
+        import numpy as np
+
+        from aelib.ui import anomaly_panels
+
+        anomaly_panels.threshold_panel(np.array(labels), {"m": np.array(scores)}, {"m": "model m"}, "mse")
+
+    return AppTest.from_function(script, args=(labels, scores), default_timeout=30).run()
+
+
+def test_best_f1_that_flags_every_image_says_why():
+    """One-class mode leaves most test images anomalous; when best F1 then flags all of them, the panel
+    says that this is what F1 rewards, not a verdict on the scores. A threshold that flags some but
+    not all images gets no such note."""
+    rng = np.random.default_rng(0)
+    labels = [0] * 10 + [1] * 90
+    overlap = rng.random(100).tolist()  # scores that barely separate: best F1 is "flag everything"
+    at = _threshold_panel_app(labels, overlap)
+    assert not at.exception, at.exception
+    assert "100 flagged" in at.metric[0].proto.help, at.metric[0].proto.help
+    assert any("flags every image" in c.value and "90%" in c.value for c in at.caption), texts(at.caption)
+    apart = [0.1 * i for i in range(10)] + [5 + 0.1 * i for i in range(90)]
+    at = _threshold_panel_app(labels, apart)
+    assert "90 flagged" in at.metric[0].proto.help, at.metric[0].proto.help
+    assert not any("flags every image" in c.value for c in at.caption), texts(at.caption)

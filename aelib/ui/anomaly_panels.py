@@ -130,6 +130,15 @@ def threshold_panel(
     b.metric("Recall", f"{res['recall']:.3f}")
     c.metric("F1", f"{res['f1']:.3f}")
     d.metric("Accuracy", f"{res['accuracy']:.3f}")
+    if how == "best_f1" and flagged == len(s):
+        # With most test images anomalous (one-class mode), flagging all of them can score the best
+        # F1 there is; say so, or the panel reads as "the model cannot tell the classes apart".
+        st.caption(
+            f":material/info: Best F1 flags every image here: with {labels.mean():.0%} of the test "
+            f"images anomalous, calling all of them anomalies already scores F1 {res['f1']:.3f}, and no "
+            "lower share beats it. That says little about the scores themselves (their ROC AUC does); "
+            "set the threshold by a contamination rate to flag fewer."
+        )
     st.dataframe(
         pd.DataFrame(
             {"predicted normal": [res["tn"], res["fn"]], "predicted anomaly": [res["fp"], res["tp"]]},
