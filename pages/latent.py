@@ -36,12 +36,12 @@ def image_picker(label: str, default: int, key: str) -> tuple[Images, str]:
     ways = ["index"] + (["class"] if data.labelled else []) + ["upload"]
     how = st.radio(label, ways, horizontal=True, key=f"{key}_how")
     if how == "class":
-        c = st.selectbox(
+        c = widgets.selectbox(
             "Class",
             range(len(data.classes)),
+            f"{key}_cls",
             index=default % len(data.classes),
             format_func=lambda i: data.classes[i],
-            key=f"{key}_cls",
         )
         found = np.flatnonzero(data.test.labels.numpy() == c)
         i = int(found[0]) if len(found) else 0

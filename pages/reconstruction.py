@@ -7,7 +7,7 @@ import streamlit as st
 
 from aelib import explore, export
 from aelib.errors import AelibError
-from aelib.ui import compute, draw, reconstruction, router, widgets
+from aelib.ui import compute, draw, reconstruction, router, runs, widgets
 from aelib.ui.state import kept
 
 MODES = {"first": "First N", "random": "Random", "class": "By class", "index": "By index"}
@@ -34,8 +34,8 @@ seed, cls, indices = 0, None, None
 if mode == "random":
     seed = int(c3.number_input("Seed", 0, 10**6, kept("aelib.r_seed", 0), key="aelib.r_seed"))
 elif mode == "class":
-    cls = c3.selectbox(
-        "Class", range(len(data.classes)), format_func=lambda i: data.classes[i], key="aelib.r_class"
+    cls = widgets.selectbox(
+        "Class", range(len(data.classes)), "aelib.r_class", container=c3, format_func=lambda i: data.classes[i]
     )
 elif mode == "index":
     text = c3.text_input(
@@ -110,10 +110,11 @@ scope = c2.radio(
     format_func={"shown": f"the {len(idx)} shown", "all": f"all {len(test):,} test images"}.get,
 )
 ids, src = (idx, shown) if scope == "shown" else (np.arange(len(test)), test)
+fname = f"prediction-{runs.file_stem(em.name)}.csv"  # which model made it, once it is on disk
 c3.download_button(
-    "prediction.csv",
+    fname,
     lambda: "".join(export.iter_prediction_csv(em.model, src.tensor, row_ids=ids)),
-    file_name="prediction.csv",
+    file_name=fname,
     mime="text/csv",
     key="aelib.r_csv",
     on_click="ignore",  # a download changes nothing: no rerun racing the deferred file

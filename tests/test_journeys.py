@@ -38,6 +38,9 @@ together (``Checks``), so one run tells everything that is wrong along the way.
   checkpoint) and its nearest neighbours; a latent slider redraws the decoded image; the Decoded
   plane tab trains a 2-D VAE from the page, which then draws its plane; an uploaded
   white picture scores above 90% of the normal test images; Compare runs lists what differs.
+- J8 ``test_j8_page_pickers_follow_the_sidebar_picks``: unpicking in the sidebar the model a page's own
+  Model picker shows moves that picker to a picked model; its caption and its downloaded
+  predictions name and come from the model it shows.
 - J6b ``test_j6b_fresh_server_navigation``: on a fresh server the very first page's sidebar lists
   Overview first and no file-named entry; /home does not answer "Page not found".
 
@@ -1090,6 +1093,65 @@ def test_j7_explore_a_latent_map_a_picture_and_runs_side_by_side(app, mnist, tmp
             differs = [c for c in cells if re.match(r"(model|train)\.[a-z_]+$", c)]
             ck("What differs" in page_text(page) and differs,
                f"Compare runs shows no settings that differ: {cells[:40]}")
+        finally:
+            browser.close()
+    ck.done()
+
+
+# ------------------------------------------------------------------------------------------------
+# J8
+
+
+def _model_name(label: str) -> str:
+    """A picker label "name (family, latent n) · origin" -> "name"."""
+    return label.split(" (")[0].strip()
+
+
+def test_j8_page_pickers_follow_the_sidebar_picks(app, mnist):
+    """A user unpicks, in the sidebar, the model that the Reconstruction page's own "Model" pickers
+    show. Each picker must then show a model that is still picked, the caption under "Worst
+    examples" must name the picker's model, and the downloaded predictions must be named after,
+    and computed by, the model their picker shows (the pickers used to go on showing the unpicked
+    model while the page drew and exported another)."""
+    url, sync_playwright, ckpt, _ = app
+    _, test = mnist
+    ck = Checks()
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = new_page(browser, url, "reconstruction")
+            picked = tags(page)
+            boxes = main(page).get_by_role("combobox", name="Model", exact=True)
+            before = [boxes.nth(i).input_value() for i in range(boxes.count())]
+            assert len(before) == 2 and before[0] in picked, (before, picked)
+            gone = before[0]
+            sidebar(page).get_by_role("button", name=f"Remove {gone}", exact=True).first.click()
+            time.sleep(1.0)
+            settle(page)
+            picked = tags(page)
+            ck(gone not in picked, f"{gone!r} is still picked: {picked}")
+            shown = [boxes.nth(i).input_value() for i in range(boxes.count())]
+            for where, v in zip(("Worst examples", "Download prediction.csv"), shown):
+                ck(v in picked, f"{where}: the Model picker shows {v!r}, which is not picked ({picked})")
+            caption = main(page).get_by_text(re.compile(r"worst-reconstructed .* images for ")).first
+            name = re.search(r"images for (.+?)(?: \(clicked in the chart\))?\.$", caption.inner_text().strip())
+            ck(name and name.group(1) == _model_name(shown[0]),
+               f"the worst-examples caption says {caption.inner_text()!r} under a picker showing {shown[0]!r}")
+
+            fname, raw = download(page, re.compile(r"prediction.*\.csv"))
+            want = _model_name(shown[1])
+            ck(want in fname, f"the predictions of {want!r} download as {fname!r}")
+            rows = list(csv.reader(io.StringIO(raw.decode())))
+            head, body = rows[0], np.array(rows[1:6], dtype=np.float64)
+            ids = body[:, head.index("row_id")].astype(int)
+            orig = body[:, [i for i, h in enumerate(head) if h.startswith("orig_px")]]
+            recon = body[:, [i for i, h in enumerate(head) if h.startswith("recon_px")]]
+            model = checkpoints.load(ckpt / f"{want}.safetensors").model
+            for i, o, r in zip(ids, orig, recon):
+                offline = mse_of(model, test.images[i:i + 1])
+                ck(abs(float(np.mean((r - o) ** 2)) - offline) < 1e-4,
+                   f"prediction row {i}: MSE {np.mean((r - o) ** 2):.5f} in the file, {want}'s checkpoint "
+                   f"gives {offline:.5f}")
         finally:
             browser.close()
     ck.done()

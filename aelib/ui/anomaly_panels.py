@@ -14,6 +14,7 @@ from ..errors import AelibError
 from . import compute, draw, sources, state, widgets
 from .anomaly import Case, scores_of
 from .choices import ModelChoice
+from .runs import file_stem
 from .sources import Images
 
 
@@ -82,7 +83,7 @@ def threshold_panel(
     reruns only this panel, on cached scores."""
     st.subheader("Threshold")
     c1, c2, c3 = st.columns([2, 3, 2], vertical_alignment="bottom")
-    k = c1.selectbox("Model", list(scores), format_func=names.get, key=THRESHOLD_MODEL)
+    k = widgets.selectbox("Model", list(scores), THRESHOLD_MODEL, container=c1, format_func=names.get)
     ways = ([] if labels is None else ["best_f1"]) + ["contamination", "manual"]
     how = c2.radio("Set by", ways, format_func=THRESHOLDS.get, horizontal=True, key="aelib.a_thr_how")
     s = scores[k]
@@ -246,11 +247,13 @@ def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], kinds: di
     the score it holds."""
     st.subheader("Download scores")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    dk = c1.selectbox("Scores of", list(scores), format_func=names.get, key=CSV_MODEL)
+    dk = widgets.selectbox("Scores of", list(scores), CSV_MODEL, container=c1, format_func=names.get)
+    # A model's scores are named after it too; the recommended detector's are the ensemble's.
+    fname = f"scores-{kinds[dk]}" + ("" if kinds[dk] == "ensemble" else f"-{file_stem(names[dk])}") + ".csv"
     c2.download_button(
-        f"scores-{kinds[dk]}.csv",
+        fname,
         lambda: export.scores_csv_bytes(scores[dk]),
-        file_name=f"scores-{kinds[dk]}.csv",
+        file_name=fname,
         mime="text/csv",
         key="aelib.a_csv",
         on_click="ignore",  # a download changes nothing: no rerun racing the deferred file

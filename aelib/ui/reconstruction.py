@@ -54,8 +54,8 @@ def per_class_panel(
         )
         names = [str(c) for c in data.classes]
         c1, c2 = st.columns([2, 3])
-        choice = c1.selectbox(
-            "Worst examples of class", names, key="aelib.r_worst_class", help="Or click a bar."
+        choice = widgets.selectbox(
+            "Worst examples of class", names, "aelib.r_worst_class", container=c1, help="Or click a bar."
         )
         chosen = clicked if clicked in names else choice
         wm = widgets.pick_model("Model", models, "aelib.r_worst_model", container=c2)

@@ -101,7 +101,8 @@ def start_on(
     return start(model_config, train_config, images, val, name=name, data=info, tags=tags, named=named)
 
 
-def _stem(name: str) -> str:
+def file_stem(name: str) -> str:
+    """``name`` as a file name: runs of anything but letters, digits, "_", "." and "-" become "-"."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:80] or "model"
 
 
@@ -113,7 +114,7 @@ def save(run: Run) -> str:
         raise DataError(f"Run {run.name} has no model to save.")
     folder = settings.saved_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    stem = _stem(run.name)
+    stem = file_stem(run.name)
     path, n = folder / f"{stem}.safetensors", 2
     while path.exists() or (settings.checkpoint_dir() / path.name).exists():
         path, n = folder / f"{stem}-{n}.safetensors", n + 1

@@ -203,9 +203,21 @@ def pick_model(
     by_id = {m.id: m for m in models}
     ids = list(by_id)
     first = next((i for i, m in enumerate(models) if prefer is not None and prefer(m)), 0)
-    if st.session_state.get(key) not in by_id:
-        st.session_state.pop(key, None)
     names = names or {}
-    pick = container.selectbox(label, ids, index=first, key=key,
-                               format_func=lambda i: names.get(i, by_id[i].label))
+    pick = selectbox(label, ids, key, index=first, container=container,
+                     format_func=lambda i: names.get(i, by_id[i].label))
     return by_id[pick]
+
+
+def selectbox(label: str, options: Sequence, key: str, *, index: int = 0, container=st, **kwargs):
+    """``st.selectbox`` whose browser widget always shows what the script reads.
+
+    When the kept value is no longer an option (the sidebar unpicked that model, the dataset has
+    other classes), ``options[index]`` is put into Session State in its place and the widget gets no
+    index of its own. Dropping the stale value instead makes the script read the default while the
+    browser goes on showing the old option (streamlit/streamlit#3716): a page that drew one model
+    under a picker naming another."""
+    options = list(options)
+    if options and (key not in st.session_state or st.session_state[key] not in options):
+        st.session_state[key] = options[index]
+    return container.selectbox(label, options, key=key, **kwargs)
