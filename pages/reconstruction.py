@@ -35,7 +35,8 @@ if mode == "random":
     seed = int(c3.number_input("Seed", 0, 10**6, kept("aelib.r_seed", 0), key="aelib.r_seed"))
 elif mode == "class":
     cls = widgets.selectbox(
-        "Class", range(len(data.classes)), "aelib.r_class", container=c3, format_func=lambda i: data.classes[i]
+        "Class", range(len(data.classes)), "aelib.r_class", container=c3,
+        format_func=lambda i: data.classes[i],
     )
 elif mode == "index":
     text = c3.text_input(

@@ -1134,9 +1134,10 @@ def test_j8_page_pickers_follow_the_sidebar_picks(app, mnist):
             for where, v in zip(("Worst examples", "Download prediction.csv"), shown):
                 ck(v in picked, f"{where}: the Model picker shows {v!r}, which is not picked ({picked})")
             caption = main(page).get_by_text(re.compile(r"worst-reconstructed .* images for ")).first
-            name = re.search(r"images for (.+?)(?: \(clicked in the chart\))?\.$", caption.inner_text().strip())
+            said = caption.inner_text().strip()
+            name = re.search(r"images for (.+?)(?: \(clicked in the chart\))?\.$", said)
             ck(name and name.group(1) == _model_name(shown[0]),
-               f"the worst-examples caption says {caption.inner_text()!r} under a picker showing {shown[0]!r}")
+               f"the worst-examples caption says {said!r} under a picker showing {shown[0]!r}")
 
             fname, raw = download(page, re.compile(r"prediction.*\.csv"))
             want = _model_name(shown[1])
