@@ -184,6 +184,8 @@ def test_training_through_the_ui_feeds_the_other_pages(env):
     bar = next(p.proto.text for p in at.get("progress"))
     m = re.search(r"done · epoch 2/2 · ([\d.]+) s training, ([\d.]+) s in all", bar)
     assert m and float(m[1]) <= float(m[2]), bar  # the wall clock in all never falls below training
+    row = at.dataframe[0].value.iloc[-1]  # the runs table: the validation MSE at five decimals
+    assert row["val MSE"] == f"{run.final_val_mse:.5f}" and row["epochs"] == "2/2", row
     goto(at, "reconstruction")
     picks = at.sidebar.multiselect(key="aelib.models")
     assert f"run:{run.id}" in picks.value  # freshly trained: listed and selected
@@ -512,8 +514,8 @@ def test_a_queued_run_says_queued_and_nothing_else(env):
     b.run()
     assert any("Queued" in i.value for i in b.info), texts(b.info)
     assert not any("First epoch in progress" in c.value for c in b.caption)
-    table = b.dataframe[0].value  # the runs table: an empty number cell, not the word "None"
-    assert table["val MSE"].dtype.kind == "f" and table["val MSE"].isna().all(), table
+    table = b.dataframe[0].value  # the runs table: a dash, not the word "None" the grid shows for NaN
+    assert table["val MSE"].tolist() == ["—"], table
 
 
 def test_the_denoising_hint_names_only_this_datasets_denoisers(monkeypatch, folders, tmp_path):

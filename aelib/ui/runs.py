@@ -180,9 +180,9 @@ def table(runs: list[Run]) -> pd.DataFrame:
                 "data": r.dataset.get("name", ""),  # the sidebar may show another dataset now
                 "status": r.status,
                 "epochs": f"{epochs_done(r)}/{r.total_epochs}",
-                # NaN, not None, before the first epoch ends: a number column shows it as an
-                # empty cell, where a column of only None would read "None".
-                "val MSE": float("nan") if r.final_val_mse is None else r.final_val_mse,
+                # Text, so that a run before its first epoch's end reads "—": the grid shows a
+                # missing number (None or NaN) as the word "None".
+                "val MSE": "—" if r.final_val_mse is None else f"{r.final_val_mse:.5f}",
                 "seconds": round(seconds(r), 1),
                 "note": r.message,
             }

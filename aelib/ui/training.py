@@ -9,7 +9,7 @@ import streamlit as st
 
 from .. import checkpoints
 from ..errors import AelibError
-from . import choices, compute, draw, runs, settings, state
+from . import choices, compute, runs, settings, state
 from .sidebar import Frame
 
 EAGER_BYTES = 16 * 2**20  # checkpoints up to this size are made with the page, so a click downloads at once
@@ -32,7 +32,7 @@ def session_runs_panel() -> None:
 
         @st.fragment(run_every=2.0 if runs.active_run() else None)
         def run_list() -> None:
-            draw.table(runs.table(list(runs.session_runs().values())), five_digits=("val MSE",))
+            st.dataframe(runs.table(list(runs.session_runs().values())), hide_index=True)
 
         run_list()
         st.caption(
