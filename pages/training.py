@@ -84,8 +84,7 @@ with live_col:
         else:
             st.progress(
                 run.progress,
-                text=f"{run.status} · epoch {runs.epochs_done(run)}/{run.total_epochs} · "
-                f"{runs.time_text(run)}",
+                text=f"{run.status} · {runs.epoch_text(run)} · {runs.time_text(run)}",
             )
         if run.message:
             (st.error if run.status == "failed" else st.warning)(run.message)

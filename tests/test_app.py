@@ -182,7 +182,7 @@ def test_training_through_the_ui_feeds_the_other_pages(env):
     assert run.status == "done" and len(run.epochs) == 2
     at.run()
     bar = next(p.proto.text for p in at.get("progress"))
-    m = re.search(r"done · epoch 2/2 · ([\d.]+) s training, ([\d.]+) s in all", bar)
+    m = re.search(r"done · 2/2 epochs · ([\d.]+) s training, ([\d.]+) s in all", bar)
     assert m and float(m[1]) <= float(m[2]), bar  # the wall clock in all never falls below training
     row = at.dataframe[0].value.iloc[-1]  # the runs table: the validation MSE at five decimals
     assert row["val MSE"] == f"{run.final_val_mse:.5f}" and row["epochs"] == "2/2", row
@@ -505,6 +505,10 @@ def test_a_queued_run_says_queued_and_nothing_else(env):
     a.button(key="aelib.t_start").click().run()
     theirs = list(a.session_state["aelib.runs"].values())[-1]
     assert theirs.status in ("queued", "running"), theirs.status
+    a.run()  # the sidebar and the progress bar count epochs alike: finished ones, of all
+    side = re.search(r"Training \*\*.+\*\*: (\d+)/50 epochs", texts(a.sidebar.caption))
+    bar = re.search(r"(?:running|queued) · (\d+)/50 epochs", " ".join(p.proto.text for p in a.get("progress")))
+    assert side and bar and abs(int(side[1]) - int(bar[1])) <= 1, (texts(a.sidebar.caption), bar)
     b = goto(new_app(), "training")
     b.number_input(key="aelib.t_subset_mnist").set_value(307)
     b.number_input(key="aelib.t_epochs_fcn").set_value(1)

@@ -176,8 +176,8 @@ def nav_links(page) -> list[str]:
 
 
 def training_now(page) -> bool:
-    """The sidebar's run status ("Training <name>: epoch i/n" or ": queued") is shown."""
-    return sidebar(page).get_by_text(re.compile(r"^Training .+: (epoch|queued)")).count() > 0
+    """The sidebar's run status ("Training <name>: i/n epochs" or ": queued") is shown."""
+    return sidebar(page).get_by_text(re.compile(r"^Training .+: (\d+/\d+ epochs|queued)")).count() > 0
 
 
 def training_starts(page, timeout: float = 30.0) -> bool:
@@ -902,11 +902,11 @@ def test_j6_small_things(app, tmp_path):
             # a run stopped mid-way: one epoch count everywhere
             page = new_page(browser, url, "training")
             start_run(page, model="Convolutional (conv)", epochs=30, images=2000)
-            main(page).get_by_text(re.compile(r"epoch [3-9]/30")).first.wait_for(timeout=300 * MS)
+            main(page).get_by_text(re.compile(r"· [3-9]/30 epochs")).first.wait_for(timeout=300 * MS)
             main(page).get_by_role("button", name=re.compile(r"Stop$")).first.click()
             rows = wait_runs(page, 1)
-            progress = main(page).get_by_text(re.compile(r"epoch \d+/30")).first.inner_text()
-            p_ep = int(re.search(r"epoch (\d+)/30", progress).group(1))
+            progress = main(page).get_by_text(re.compile(r"\d+/30 epochs")).first.inner_text()
+            p_ep = int(re.search(r"(\d+)/30 epochs", progress).group(1))
             t_ep = int(rows[0]["epochs"].split("/")[0])
             loss = next((c for c in charts(page) if c and c[0].get("name") == "train loss"), [])
             c_ep = loss[0]["n"] if loss else -1

@@ -157,6 +157,12 @@ def epochs_done(run: Run) -> int:
     return len(run.epochs)
 
 
+def epoch_text(run: Run) -> str:
+    """ "3/5 epochs": finished epochs of all, as the sidebar, the progress bar and the table count
+    them (the sidebar once counted the epoch in progress, one more than the page beside it)."""
+    return f"{epochs_done(run)}/{run.total_epochs} epochs"
+
+
 def seconds(run: Run) -> float:
     """Training seconds: fit's own clock at the last finished epoch (what Compare runs shows from the
     checkpoint's history), or the time so far while the run is active or before its first epoch."""

@@ -158,10 +158,7 @@ def _run_status() -> None:
                 pos = state.manager().queue_position(r)
                 st.caption(f"Training **{r.name}**: queued" + (f" (#{pos})" if pos else ""))
             else:
-                st.caption(
-                    f"Training **{r.name}**: epoch {min(runs.epochs_done(r) + 1, r.total_epochs)}"
-                    f"/{r.total_epochs}"
-                )
+                st.caption(f"Training **{r.name}**: {runs.epoch_text(r)}")
                 st.progress(r.progress)
             stop_button(r, state.NS + "sidebar_stop")
 
