@@ -41,6 +41,7 @@ from load_test import BROWSER_ARGS, CHROMIUM, IMAGES_DONE, SCRIPT_STATE, Server,
 
 ROOT = HERE.parent
 MS = 1000
+TRAINING = re.compile(r"^Training .+: \d+/\d+ epochs")  # the sidebar while a run trains
 NAV = '[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]'
 
 # In the page: note the time of every keydown; a rAF loop sets __t1 once probe() differs from start.
@@ -141,7 +142,7 @@ def start_training(browser, url: str):
     box.press("Enter")
     settle(trainer)
     trainer.get_by_role("button", name="Start training").click()
-    trainer.get_by_text(re.compile(r"^Training .+: epoch")).first.wait_for(timeout=120 * MS)
+    trainer.get_by_text(TRAINING).first.wait_for(timeout=120 * MS)
     return ctx, trainer
 
 
@@ -183,7 +184,7 @@ def main() -> int:
                     ctx, trainer = start_training(browser, server.url)
                 r = renders(page, specs, args.rounds)
                 i = interactions(page, by_name, args.reps)
-                still = ctx is None or trainer.get_by_text(re.compile(r"^Training .+: epoch")).count() > 0
+                still = ctx is None or trainer.get_by_text(TRAINING).count() > 0
                 if ctx is not None:
                     trainer.get_by_role("button", name=re.compile("^Stop")).first.click()
                     ctx.close()
