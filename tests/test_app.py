@@ -576,3 +576,19 @@ def test_best_f1_that_flags_every_image_says_why():
     at = _threshold_panel_app(labels, apart)
     assert "90 flagged" in at.metric[0].proto.help, at.metric[0].proto.help
     assert not any("flags every image" in c.value for c in at.caption), texts(at.caption)
+
+
+def test_log_axes_get_at_least_three_ticks_written_in_full():
+    """Compare runs draws validation MSE on a log axis; curves within one decade got a single tick
+    ("0.050") with 1-2-5 ticks. Every range gets three or more ticks inside it, in full."""
+    import plotly.graph_objects as go
+
+    from aelib.ui import draw
+
+    for lo, hi in ((0.031, 0.058), (0.0101, 0.0109), (0.012, 0.41), (4, 256)):
+        fig = draw.chart_layout(go.Figure(go.Scatter(x=[1, 2, 3], y=[hi, (lo + hi) / 2, lo])), "epoch",
+                                "validation MSE", 300, log="y")
+        ticks = fig.layout.yaxis.tickvals
+        assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.tickformat == ".3g"
+        assert len(ticks) >= 3 and all(lo <= t <= hi for t in ticks), (lo, hi, ticks)
+        assert len({f"{t:.3g}" for t in ticks}) == len(ticks), ticks  # no two labels alike

@@ -167,8 +167,29 @@ def chart_layout(fig: go.Figure, x: str, y: str, height: int, log: str = "") -> 
         legend=dict(orientation="h", y=-0.25),
     )
     if log:
-        # Ticks at 1, 2 and 5 of each decade, written in full: plotly's default labels a short log
-        # axis with bare digits ("2, 0.1, 9 8 7"), which read as other numbers.
-        fig.update_layout(**{f"{log}axis_type": "log", f"{log}axis_dtick": "D2",
-                             f"{log}axis_tickformat": ".2g"})
+        # Ticks written in full: plotly's default labels a short log axis with bare digits
+        # ("2, 0.1, 9 8 7"), which read as other numbers.
+        values = [v for t in fig.data for v in (getattr(t, log) or ()) if v is not None and v > 0]
+        ticks = log_ticks(min(values), max(values)) if values else []
+        fig.update_layout(**{f"{log}axis_type": "log", f"{log}axis_tickformat": ".3g",
+                             **({f"{log}axis_tickvals": ticks} if ticks else {f"{log}axis_dtick": "D2"})})
     return fig
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """At least three ticks between ``lo`` and ``hi`` for a log axis: 1, 2, 5 of each decade; where
+    the data spans too little of a decade for three of those (a curve from 0.031 to 0.058 had the
+    lone tick 0.05), every digit; then evenly spaced round values."""
+    if not (0 < lo < hi):
+        return []
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for digits in ((1, 2, 5), range(1, 10)):
+        ticks = [float(f"{d}e{e}") for e in decades for d in digits if lo <= d * 10.0**e <= hi]
+        if len(ticks) >= 3:
+            return ticks
+    step = 10.0 ** math.floor(math.log10((hi - lo) / 3))
+    for m in (5, 2, 1):  # the widest round step that still gives three ticks
+        if math.floor(hi / (m * step)) - math.ceil(lo / (m * step)) >= 2:
+            step *= m
+            break
+    return [float(f"{k * step:.12g}") for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
