@@ -40,7 +40,7 @@ together (``Checks``), so one run tells everything that is wrong along the way.
   white picture scores above 90% of the normal test images; Compare runs lists what differs.
 - J8 ``test_j8_page_pickers_follow_the_sidebar_picks``: unpicking in the sidebar the model a page's own
   Model picker shows moves that picker to a picked model; its caption and its downloaded
-  predictions name and come from the model it shows.
+  predictions name and come from the model it shows; image captions sit under their own row.
 - J6b ``test_j6b_fresh_server_navigation``: on a fresh server the very first page's sidebar lists
   Overview first and no file-named entry; /home does not answer "Page not found".
 
@@ -1120,6 +1120,12 @@ def test_j8_page_pickers_follow_the_sidebar_picks(app, mnist):
         browser = launch_chromium(p)
         try:
             page = new_page(browser, url, "reconstruction")
+            # the captions under a row of images sit under that row, not halfway to the next one
+            first, second = (main(page).locator("img").nth(i).bounding_box() for i in (0, 1))
+            cap = main(page).get_by_text("#0", exact=True).first.bounding_box()
+            above, below = cap["y"] - (first["y"] + first["height"]), second["y"] - (cap["y"] + cap["height"])
+            ck(above < below, f"the originals' captions are {above:.0f} px under their row and {below:.0f} px "
+                              "over the next one")
             picked = tags(page)
             boxes = main(page).get_by_role("combobox", name="Model", exact=True)
             before = [boxes.nth(i).input_value() for i in range(boxes.count())]

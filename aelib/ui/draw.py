@@ -102,8 +102,11 @@ def image_rows(rows: Sequence[tuple[str, np.ndarray, Sequence[str] | None]], gra
         right.image(explore.image_grid([tiles], pad=pad), width="stretch")
         if captions:  # one line of ncol equal cells, under the tiles (Streamlit columns have a minimum width)
             cells = "".join(f"<div>{html.escape(str(c))}</div>" for c in captions)
+            # Pulled up into the gap Streamlit leaves between elements, so the captions sit under their
+            # own row; with the whole gap above them they read as the next row's.
             right.markdown(
                 f"<div style='display:grid;grid-template-columns:repeat({ncol},minmax(0,1fr));"
+                "margin:-1.1rem 0 0.5rem 0;line-height:1.1;"
                 f"text-align:center;font-size:0.75rem;opacity:0.65;overflow-wrap:anywhere'>{cells}</div>",
                 unsafe_allow_html=True,
             )
