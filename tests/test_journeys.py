@@ -1124,8 +1124,8 @@ def test_j8_page_pickers_follow_the_sidebar_picks(app, mnist):
             first, second = (main(page).locator("img").nth(i).bounding_box() for i in (0, 1))
             cap = main(page).get_by_text("#0", exact=True).first.bounding_box()
             above, below = cap["y"] - (first["y"] + first["height"]), second["y"] - (cap["y"] + cap["height"])
-            ck(above < below, f"the originals' captions are {above:.0f} px under their row and {below:.0f} px "
-                              "over the next one")
+            ck(above < below,
+               f"the originals' captions are {above:.0f} px under their row, {below:.0f} px over the next one")
             picked = tags(page)
             boxes = main(page).get_by_role("combobox", name="Model", exact=True)
             before = [boxes.nth(i).input_value() for i in range(boxes.count())]
