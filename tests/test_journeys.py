@@ -1125,7 +1125,8 @@ def test_j8_page_pickers_follow_the_sidebar_picks(app, mnist):
             cap = main(page).get_by_text("#0", exact=True).first.bounding_box()
             above, below = cap["y"] - (first["y"] + first["height"]), second["y"] - (cap["y"] + cap["height"])
             ck(above < below,
-               f"the originals' captions are {above:.0f} px under their row, {below:.0f} px over the next one")
+               f"the originals' captions are {above:.0f} px under their row, "
+               f"{below:.0f} px over the next one")
             picked = tags(page)
             boxes = main(page).get_by_role("combobox", name="Model", exact=True)
             before = [boxes.nth(i).input_value() for i in range(boxes.count())]
