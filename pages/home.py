@@ -37,7 +37,7 @@ st.caption(
     f"{mgr.queued_count()} run(s) queued."
 )
 
-files = [m for m in fr.all_models if m.origin in ("shipped", "saved")]
+files = [m for m in fr.all_models + fr.copies if m.origin in ("shipped", "saved")]
 if not files:
     st.info(
         "No checkpoints on this server yet. Train a model on the **Training** page (and save it there), "

@@ -592,3 +592,31 @@ def test_log_axes_get_at_least_three_ticks_written_in_full():
         assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.tickformat == ".3g"
         assert len(ticks) >= 3 and all(lo <= t <= hi for t in ticks), (lo, hi, ticks)
         assert len({f"{t:.3g}" for t in ticks}) == len(ticks), ticks  # no two labels alike
+
+
+def test_a_saved_run_is_listed_once(env, folders):
+    """Saving a run writes a checkpoint that is the same model: the pickers list the run alone, the
+    runs table says where it was saved, and the file stays deletable; removed from the session, the
+    run leaves the saved file in the pickers."""
+    at = goto(new_app(), "training")
+    at.number_input(key="aelib.t_subset_mnist").set_value(611)
+    at.number_input(key="aelib.t_epochs_fcn").set_value(3)
+    at.button(key="aelib.t_start").click().run()
+    run = list(at.session_state["aelib.runs"].values())[-1]
+    _wait(run)
+    at.run()
+    at.button(key="aelib.t_save").click().run()
+    saved = folders["ckpt"] / "saved" / f"{run.name}.safetensors"
+    try:
+        assert saved.is_file(), list((folders["ckpt"] / "saved").glob("*"))
+        options = at.sidebar.multiselect(key="aelib.models").options
+        assert any(run.name in o for o in options), options
+        assert not any(saved.stem in o and "saved on this server" in o for o in options), options
+        assert at.dataframe[0].value.iloc[-1]["note"].startswith(f"saved as {saved.name}")
+        assert at.selectbox(key="aelib.t_del_pick").options == [saved.stem]
+        at.button(key="aelib.t_forget").click().run()
+        at.run()
+        options = at.sidebar.multiselect(key="aelib.models").options
+        assert any(saved.stem in o and "saved on this server" in o for o in options), options
+    finally:
+        saved.unlink(missing_ok=True)

@@ -120,8 +120,21 @@ def save(run: Run) -> str:
         path, n = folder / f"{stem}-{n}.safetensors", n + 1
     checkpoints.save(path, run.model, {**run.meta, "name": path.stem})
     state.get("my_saves", set).add(path.name)
+    saved_from()[path.name] = run.id
     mark_kept(run)
     return path.name
+
+
+def saved_from() -> dict[str, str]:
+    """This session's saves: file name -> the id of the run it was saved from."""
+    return state.get("saved_runs", dict)
+
+
+def copy_of_a_run(model: choices.ModelChoice) -> bool:
+    """A checkpoint this session saved from a run it still holds: the same model as that run, so
+    the pickers list the run alone (the Checkpoints-you-saved panel still offers the file)."""
+    return (model.origin == "saved" and model.path is not None
+            and saved_from().get(model.path.name) in session_runs())
 
 
 def mark_kept(run: Run) -> None:
@@ -190,7 +203,8 @@ def table(runs: list[Run]) -> pd.DataFrame:
                 # missing number (None or NaN) as the word "None".
                 "val MSE": "—" if r.final_val_mse is None else f"{r.final_val_mse:.5f}",
                 "seconds": round(seconds(r), 1),
-                "note": r.message,
+                "note": "; ".join([*(f"saved as {f}" for f, i in saved_from().items() if i == r.id),
+                                   *([r.message] if r.message else [])]),
             }
             for r in runs
         ]

@@ -21,7 +21,10 @@ class Frame:
     data: ImageSet | None
     models: list[ModelChoice] = field(default_factory=list)  # picked, fitting the data
     compatible: list[ModelChoice] = field(default_factory=list)  # every model fitting the data
-    all_models: list[ModelChoice] = field(default_factory=list)
+    all_models: list[ModelChoice] = field(default_factory=list)  # every model, for the pickers
+    # Checkpoints this session saved from runs it still holds: listed with the files (Overview,
+    # Checkpoints you saved), not in the pickers, where the run itself stands for them.
+    copies: list[ModelChoice] = field(default_factory=list)
 
 
 def _dataset_picker() -> ImageSet | None:
@@ -95,8 +98,10 @@ def _model_picker(data: ImageSet | None) -> Frame:
         models, refused = choices.everything(list(runs.session_runs().values()), files)
         for sentence in refused:
             st.error(sentence)
+    copies = [m for m in models if runs.copy_of_a_run(m)]
+    models = [m for m in models if m not in copies]
     if data is None:
-        return Frame(None, all_models=models)
+        return Frame(None, all_models=models, copies=copies)
     comp = choices.compatible(models, data.shape)
     # This dataset's models first (MNIST and Fashion-MNIST models take the same shape).
     comp.sort(key=lambda m: (not m.made_for(data), m.origin != "session"))
@@ -124,11 +129,11 @@ def _model_picker(data: ImageSet | None) -> Frame:
             f"No model for {c}x{h}x{w} images yet. Train one on the Training page, or upload a "
             ".safetensors checkpoint above."
         )
-        return Frame(data, [], [], models)
+        return Frame(data, [], [], models, copies)
     st.session_state[sel] = current
     st.session_state[state.NS + "models_data"] = data.key
     picked = st.multiselect("Models to show", list(by_id), key=sel, format_func=lambda i: by_id[i].label)
-    return Frame(data, [by_id[i] for i in picked if i in by_id], comp, models)
+    return Frame(data, [by_id[i] for i in picked if i in by_id], comp, models, copies)
 
 
 def stop_button(run, key: str) -> None:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from .. import checkpoints
 from ..errors import AelibError
-from . import choices, compute, runs, settings, state
+from . import choices, compute, runs, settings, state, widgets
 from .sidebar import Frame
 
 EAGER_BYTES = 16 * 2**20  # checkpoints up to this size are made with the page, so a click downloads at once
@@ -46,9 +46,7 @@ def session_runs_panel() -> None:
             watch = st.session_state.get("aelib.t_watch")
             if watch in finished and st.session_state.get("aelib.t_pick_follows") != watch:
                 st.session_state["aelib.t_pick"] = st.session_state["aelib.t_pick_follows"] = watch
-            pick = st.selectbox(
-                "Run", list(finished), key="aelib.t_pick", format_func=lambda i: finished[i].name
-            )
+            pick = widgets.selectbox("Run", list(finished), "aelib.t_pick", format_func=lambda i: finished[i].name)
             run = finished[pick]
             c1, c2, c3, c4 = st.columns(4)
             c1.download_button(
@@ -95,16 +93,17 @@ def session_runs_panel() -> None:
 
 def saved_panel(fr: Frame) -> None:
     """Checkpoints this session saved, deletable after a confirmation (nothing else is)."""
-    mine = [m for m in fr.all_models if runs.deletable(m)]
+    mine = [m for m in fr.all_models + fr.copies if runs.deletable(m)]
     if mine:
         st.subheader("Checkpoints you saved")
         by_id = {m.id: m for m in mine}
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         victim = by_id[
-            c1.selectbox(
+            widgets.selectbox(
                 "Delete a checkpoint",
                 list(by_id),
-                key="aelib.t_del_pick",
+                "aelib.t_del_pick",
+                container=c1,
                 format_func=lambda i: by_id[i].path.stem,  # the file, as saved
             )
         ]
