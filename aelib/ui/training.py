@@ -46,7 +46,9 @@ def session_runs_panel() -> None:
             watch = st.session_state.get("aelib.t_watch")
             if watch in finished and st.session_state.get("aelib.t_pick_follows") != watch:
                 st.session_state["aelib.t_pick"] = st.session_state["aelib.t_pick_follows"] = watch
-            pick = widgets.selectbox("Run", list(finished), "aelib.t_pick", format_func=lambda i: finished[i].name)
+            pick = widgets.selectbox(
+                "Run", list(finished), "aelib.t_pick", format_func=lambda i: finished[i].name
+            )
             run = finished[pick]
             c1, c2, c3, c4 = st.columns(4)
             c1.download_button(
