@@ -28,7 +28,16 @@ else:
     a, b, d = st.columns(3)
     a.metric("Dataset", fr.data.title)
     b.metric("Images (train / test)", f"{len(fr.data.train):,} / {len(fr.data.test):,}")
-    d.metric(f"Models for {c}x{h}x{w}", len(fr.compatible))
+    own = sum(m.made_for(fr.data) for m in fr.compatible)
+    others = len(fr.compatible) - own
+    d.metric(  # a 28x28 model of Fashion-MNIST also takes MNIST: counted apart, not as MNIST's
+        f"Models for {fr.data.title}",
+        own,
+        help=f"Trained on {fr.data.title}."
+        + (f" {others} more take {c}x{h}x{w} images but were trained on other data." if others else ""),
+    )
+    if others:
+        d.caption(f"+ {others} trained on other {c}x{h}x{w} data")
     st.caption(f"Data: {fr.data.origin}.")
 
 mgr = state.manager()

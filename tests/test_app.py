@@ -544,6 +544,11 @@ def test_the_denoising_hint_names_only_this_datasets_denoisers(monkeypatch, fold
         assert len(picked) == 2, picked
         hint = next((c.value for c in at.caption if "denoising mode" in c.value), "")
         assert "tiny-conv" in hint and "fashion" not in hint, hint
+        # The Overview counts MNIST's models as MNIST's; the Fashion-MNIST one is counted apart.
+        goto(at, "home")
+        metric = next(m for m in at.metric if m.label.startswith("Models for"))
+        assert metric.value == "3" and "MNIST" in metric.label, (metric.label, metric.value)
+        assert "+ 1 trained on other 1x28x28 data" in texts(at.caption), texts(at.caption)
     finally:
         stop_all_runs()
 
