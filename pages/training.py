@@ -46,8 +46,9 @@ with setup:
                 )
             elif run.status == "done":
                 state.flash(
-                    f"{run.name} reuses a model already trained with these exact settings (the same "
-                    "seed gives the same model) instead of training it again."
+                    f"{run.name} is ready at once: a model with exactly these settings, images and seed "
+                    "was trained on this server before (by this session or another), and the same seed "
+                    f"gives the same model, so {run.name} reuses its weights instead of training again."
                 )
             else:
                 started = run.status == "running"
