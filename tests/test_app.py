@@ -51,6 +51,17 @@ def _wait(run, timeout: float = 60) -> None:
     assert get_manager().wait(run, timeout), f"run {run.id} still {run.status}"
 
 
+def _start_fcn(at, images: int, epochs: int):
+    """Start an fcn run on ``images`` MNIST images from the Training page; the session's newest run.
+    (Sizes no other test trains, where a test needs a run of its own: a finished run with the same
+    settings would be reused, done at once.)"""
+    at.number_input(key="aelib.t_subset_mnist").set_value(images)
+    at.number_input(key="aelib.t_epochs_fcn").set_value(epochs)
+    at.button(key="aelib.t_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return list(at.session_state["aelib.runs"].values())[-1]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_with_its_key_widgets(env, page):
     at = goto(new_app(), page)
@@ -173,11 +184,7 @@ def test_training_through_the_ui_feeds_the_other_pages(env):
     assert start < at.number_input(key="aelib.t_lr_fcn").value <= start * 1.05
     at.number_input(key="aelib.t_lr_fcn").decrement().run()
     assert at.number_input(key="aelib.t_lr_fcn").value == pytest.approx(start)
-    at.number_input(key="aelib.t_subset_mnist").set_value(300)
-    at.number_input(key="aelib.t_epochs_fcn").set_value(2)
-    at.button(key="aelib.t_start").click().run()
-    assert not at.exception
-    run = next(r for r in reversed(list(at.session_state["aelib.runs"].values())))
+    run = _start_fcn(at, 300, 2)
     _wait(run)
     assert run.status == "done" and len(run.epochs) == 2
     at.run()
@@ -459,10 +466,7 @@ def test_score_one_image_with_a_latent_score_uses_that_score(env, score):
 
 def test_compare_page_overlays_runs_and_lists_what_differs(env):
     at = goto(new_app(), "training")
-    at.number_input(key="aelib.t_subset_mnist").set_value(300)
-    at.number_input(key="aelib.t_epochs_fcn").set_value(1)
-    at.button(key="aelib.t_start").click().run()
-    first = list(at.session_state["aelib.runs"].values())[-1]
+    first = _start_fcn(at, 300, 1)
     _wait(first)
     at.run()
     at.number_input(key="aelib.t_latent_fcn").set_value(8)
@@ -500,10 +504,7 @@ def test_a_queued_run_says_queued_and_nothing_else(env):
     # Sizes no other test trains: a finished run with the same config (left by an earlier test in
     # this process) would be reused, done at once, and never queue.
     a = goto(new_app(), "training")
-    a.number_input(key="aelib.t_subset_mnist").set_value(1_013)
-    a.number_input(key="aelib.t_epochs_fcn").set_value(50)
-    a.button(key="aelib.t_start").click().run()
-    theirs = list(a.session_state["aelib.runs"].values())[-1]
+    theirs = _start_fcn(a, 1_013, 50)
     assert theirs.status in ("queued", "running"), theirs.status
     deadline = time.monotonic() + 60
     while theirs.status == "queued" and time.monotonic() < deadline:
@@ -514,10 +515,7 @@ def test_a_queued_run_says_queued_and_nothing_else(env):
     bar = re.search(r"running · (\d+)/50 epochs", bars)
     assert side and bar and abs(int(side[1]) - int(bar[1])) <= 1, (texts(a.sidebar.caption), bars)
     b = goto(new_app(), "training")
-    b.number_input(key="aelib.t_subset_mnist").set_value(307)
-    b.number_input(key="aelib.t_epochs_fcn").set_value(1)
-    b.button(key="aelib.t_start").click().run()
-    mine = list(b.session_state["aelib.runs"].values())[-1]
+    mine = _start_fcn(b, 307, 1)
     assert mine.status == "queued", mine.status
     b.run()
     assert any("Queued" in i.value for i in b.info), texts(b.info)
@@ -604,10 +602,7 @@ def test_a_saved_run_is_listed_once(env, folders):
     runs table says where it was saved, and the file stays deletable; removed from the session, the
     run leaves the saved file in the pickers."""
     at = goto(new_app(), "training")
-    at.number_input(key="aelib.t_subset_mnist").set_value(611)
-    at.number_input(key="aelib.t_epochs_fcn").set_value(3)
-    at.button(key="aelib.t_start").click().run()
-    run = list(at.session_state["aelib.runs"].values())[-1]
+    run = _start_fcn(at, 611, 3)
     _wait(run)
     at.run()
     at.button(key="aelib.t_save").click().run()
