@@ -37,7 +37,7 @@ else:
         + (f" {others} more take {c}x{h}x{w} images but were trained on other data." if others else ""),
     )
     if others:
-        d.caption(f"+ {others} trained on other {c}x{h}x{w} data")
+        d.caption(f"and {others} trained on other {c}x{h}x{w} data")  # a leading "+" is a Markdown list
     st.caption(f"Data: {fr.data.origin}.")
 
 mgr = state.manager()

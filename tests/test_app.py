@@ -495,6 +495,11 @@ def test_compare_page_overlays_runs_and_lists_what_differs(env):
     assert "Trained on MNIST." in texts(at.caption)
     progress = [p.proto.text for p in at.get("progress")]  # the latest run's bar: the same figure
     assert progress and f"· {shown[second.name]:.1f} s training, " in progress[-1], (progress, shown)
+    # The Run picker (Save / Download) keeps the user's pick across a page switch.
+    for pick in (first.id, second.id):  # the first is also the picker's first option
+        at.selectbox(key="aelib.t_pick").set_value(pick).run()
+        goto(goto(at, "home"), "training")
+        assert at.selectbox(key="aelib.t_pick").value == pick
 
 
 
@@ -546,7 +551,7 @@ def test_the_denoising_hint_names_only_this_datasets_denoisers(monkeypatch, fold
         goto(at, "home")
         metric = next(m for m in at.metric if m.label.startswith("Models for"))
         assert metric.value == "3" and "MNIST" in metric.label, (metric.label, metric.value)
-        assert "+ 1 trained on other 1x28x28 data" in texts(at.caption), texts(at.caption)
+        assert "and 1 trained on other 1x28x28 data" in texts(at.caption), texts(at.caption)
     finally:
         stop_all_runs()
 
@@ -614,6 +619,11 @@ def test_a_saved_run_is_listed_once(env, folders):
         assert not any(saved.stem in o and "saved on this server" in o for o in options), options
         assert at.dataframe[0].value.iloc[-1]["note"].startswith(f"saved as {saved.name}")
         assert at.selectbox(key="aelib.t_del_pick").options == [saved.stem]
+        at.button(key="aelib.t_del").click().run()
+        at.button(key="aelib.t_del_yes").click().run()
+        assert not saved.exists() and "saved as" not in at.dataframe[0].value.iloc[-1]["note"]
+        at.button(key="aelib.t_save").click().run()  # saved again, for the rest of the test
+        assert saved.is_file()
         at.button(key="aelib.t_forget").click().run()
         at.run()
         options = at.sidebar.multiselect(key="aelib.models").options

@@ -163,6 +163,7 @@ def delete(model: choices.ModelChoice) -> None:
         raise DataError(f"{model.name} is not in the saved-models folder.")
     checkpoints.delete(path)
     state.get("my_saves", set).discard(path.name)
+    saved_from().pop(path.name, None)
 
 
 def epochs_done(run: Run) -> int:

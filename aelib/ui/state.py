@@ -62,6 +62,11 @@ def remember(*prefixes: str) -> None:
             st.session_state[_KEEP + key] = st.session_state[key]
 
 
+def remembered(key: str):
+    """What :func:`remember` last kept of widget ``key`` (None if nothing)."""
+    return st.session_state.get(_KEEP + key)
+
+
 def kept(
     key: str, default, *, options: Sequence | None = None, lo: float | None = None, hi: float | None = None
 ):

@@ -20,6 +20,7 @@ from ..recipes import (
     with_fast_mode,
 )
 from ..train import TrainConfig
+from . import state
 from .choices import ModelChoice
 from .runs import TRAIN_IMAGES
 from .sources import ImageSet
@@ -210,14 +211,17 @@ def pick_model(
 
 
 def selectbox(label: str, options: Sequence, key: str, *, index: int = 0, container=st, **kwargs):
-    """``st.selectbox`` whose browser widget always shows what the script reads.
+    """``st.selectbox`` whose browser widget always shows what the script reads, and that keeps the
+    user's pick across pages.
 
-    When the kept value is no longer an option (the sidebar unpicked that model, the dataset has
-    other classes), ``options[index]`` is put into Session State in its place and the widget gets no
-    index of its own. Dropping the stale value instead makes the script read the default while the
-    browser goes on showing the old option (streamlit/streamlit#3716): a page that drew one model
-    under a picker naming another."""
+    Without a valid value in Session State (first draw, back from another page, or the value is no
+    longer an option: the sidebar unpicked that model, the dataset has other classes), the value
+    the page last remembered is put there if it is still an option, else ``options[index]``; the
+    widget gets no index of its own. Dropping a stale value instead makes the script read the
+    default while the browser goes on showing the old option (streamlit/streamlit#3716): a page
+    that drew one model under a picker naming another."""
     options = list(options)
     if options and (key not in st.session_state or st.session_state[key] not in options):
-        st.session_state[key] = options[index]
+        before = state.remembered(key)
+        st.session_state[key] = before if before in options else options[index]
     return container.selectbox(label, options, key=key, **kwargs)
