@@ -33,7 +33,8 @@ else:
     d.metric(  # a 28x28 model of Fashion-MNIST also takes MNIST: counted apart, not as MNIST's
         f"Models for {fr.data.title}",
         own,
-        help=f"Trained on {fr.data.title}."
+        help=f"Shipped, saved and uploaded checkpoints and this session's runs trained on {fr.data.title} "
+        "(the table below lists the checkpoint files only)."
         + (f" {others} more take {c}x{h}x{w} images but were trained on other data." if others else ""),
     )
     if others:

@@ -624,6 +624,9 @@ def test_a_saved_run_is_listed_once(env, folders):
         assert not saved.exists() and "saved as" not in at.dataframe[0].value.iloc[-1]["note"]
         at.button(key="aelib.t_save").click().run()  # saved again, for the rest of the test
         assert saved.is_file()
+        at.button(key="aelib.t_save").click().run()  # once is enough: no second copy
+        assert f"it is already saved as {saved.name}" in texts(at.error), texts(at.error)
+        assert sorted(saved.parent.glob("*.safetensors")) == [saved]
         at.button(key="aelib.t_forget").click().run()
         at.run()
         options = at.sidebar.multiselect(key="aelib.models").options

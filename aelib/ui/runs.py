@@ -113,6 +113,9 @@ def save(run: Run) -> str:
     if run.model is None or run.meta is None:
         raise DataError(f"Run {run.name} has no model to save.")
     folder = settings.saved_dir()
+    done = [f for f, i in saved_from().items() if i == run.id and (folder / f).is_file()]
+    if done:  # a second click would write a second copy of the same weights
+        raise DataError(f"it is already saved as {done[0]}.")
     folder.mkdir(parents=True, exist_ok=True)
     stem = file_stem(run.name)
     path, n = folder / f"{stem}.safetensors", 2
