@@ -171,4 +171,4 @@ anomaly_panels.threshold_panel(case.labels, scores, names, metric)
 gray_r = anomaly_panels.gallery_panel(chosen, scores, case, names)  # the labels used above
 st.subheader("Score one image")
 anomaly_panels.score_one_panel(chosen, scores, case, metric, gray_r, names)
-anomaly_panels.export_panel(scores, names, kinds)
+anomaly_panels.export_panel(scores, names, kinds, {m.id: m.name for m in chosen})

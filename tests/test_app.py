@@ -174,6 +174,11 @@ def test_anomaly_threshold_and_metric_choices(env):
     assert not at.exception and not at.error
     roc_table = next(d.value for d in at.dataframe if "ROC AUC" in d.value.columns)
     assert {"AUPR", "F1-max"} <= set(roc_table.columns)
+    # The scores download is named after its score and its model (the model's name, not its label)
+    box = at.selectbox(key="aelib.a_csv_model")
+    model = box.options[box.index].split(" ")[0]  # "tiny-vae (trained on all classes)"
+    buttons = [b.proto.label for b in at.get("download_button") if b.proto.label.startswith("scores-")]
+    assert len(buttons) == 1 and re.fullmatch(rf"scores-(l2|elbo)-{model}\.csv", buttons[0]), (buttons, model)
 
 
 def test_training_through_the_ui_feeds_the_other_pages(env):

@@ -242,14 +242,15 @@ def gallery_panel(
     return gray_r
 
 
-def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], kinds: dict[str, str]) -> None:
+def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], kinds: dict[str, str],
+                 models: dict[str, str]) -> None:
     """``id,score`` CSV of any scores shown (a model's or the recommended detector's), named after
-    the score it holds."""
+    the score it holds and the model (``models``: id -> model name) that gave it."""
     st.subheader("Download scores")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     dk = widgets.selectbox("Scores of", list(scores), CSV_MODEL, container=c1, format_func=names.get)
     # A model's scores are named after it too; the recommended detector's are the ensemble's.
-    fname = f"scores-{kinds[dk]}" + ("" if kinds[dk] == "ensemble" else f"-{file_stem(names[dk])}") + ".csv"
+    fname = f"scores-{kinds[dk]}" + (f"-{file_stem(models[dk])}" if dk in models else "") + ".csv"
     c2.download_button(
         fname,
         lambda: export.scores_csv_bytes(scores[dk]),
