@@ -187,7 +187,7 @@ def collapsed(val_mse: float, mean_image_mse: float) -> bool:
 def collapse_message(val_mse: float, mean_image_mse: float, steps: int | None = None) -> str:
     """One plain sentence for a run that plateaued at the mean image; ``steps`` (optimiser steps
     taken, when known) is said, since too few of them is the usual cause with small settings."""
-    after = f" after {steps:,} training steps" if steps else ""
+    after = f" after {steps:,} training step{'' if steps == 1 else 's'}" if steps else ""
     return (f"This run learned nothing image-specific{after}: its validation MSE {val_mse:.5f} is no "
             f"better than predicting the mean training image ({mean_image_mse:.5f}), so its "
             f"reconstructions are blank or the average image; train for more epochs or on more "

@@ -168,6 +168,7 @@ def test_collapse_is_not_clearly_below_the_mean_image():
     # A user already at the defaults was told to try the defaults; a short run is told how short
     assert "default settings" not in text
     assert "after 48 training steps" in collapse_message(0.11419, 0.0683, 48) and "more epochs" in text
+    assert "after 1 training step:" in collapse_message(0.11419, 0.0683, 1)  # one step, singular
 
 
 def test_fit_records_the_mean_image_and_flags_a_dead_run(mnist_small):
