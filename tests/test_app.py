@@ -487,6 +487,7 @@ def test_compare_page_overlays_runs_and_lists_what_differs(env):
     # Whole epochs on the chart's x axis (a one- and a two-epoch run were ticked at 1, 1.5, 2)
     xaxis = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["xaxis"]
     assert xaxis.get("tickmode") == "linear" and xaxis.get("dtick") == 1, xaxis
+    assert xaxis.get("range") == [0.5, 2.5], xaxis  # epochs 1 and 2 only (no epoch 0 or 3)
     # One training time per run, the same here and in the Training page's run table (the history's
     # seconds are cumulative: the last one is the run's total, not their sum).
     summary = next(d.value for d in at.dataframe if "seconds" in d.value.columns)

@@ -135,6 +135,7 @@ def loss_figure(history, title: str = "Loss per epoch") -> go.Figure:
     if any(not math.isnan(v) for v in history.val_loss):
         fig.add_scatter(x=history.epoch, y=history.val_loss, mode="lines+markers", name="validation loss")
     epoch_axis(fig, len(history.epoch))
+    fig.update_yaxes(nticks=8)  # plotly's default for a short chart can be two labels
     fig.update_layout(
         title=title,
         xaxis_title="epoch",
@@ -156,8 +157,9 @@ def table(rows, five_digits: Sequence[str] = ()) -> None:
 
 
 def epoch_axis(fig: go.Figure, epochs: int) -> None:
-    """Whole epochs on the x axis (plotly would tick a two-epoch run at 1, 1.5 and 2)."""
-    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, epochs // 10))
+    """Whole epochs on the x axis, from the first to the last (plotly would tick a two-epoch run at
+    1, 1.5 and 2, and a one-epoch run at 0, 1 and 2)."""
+    fig.update_xaxes(tickmode="linear", tick0=1, dtick=max(1, epochs // 10), range=[0.5, epochs + 0.5])
 
 
 def chart_layout(fig: go.Figure, x: str, y: str, height: int, log: str = "") -> go.Figure:
