@@ -122,14 +122,14 @@ def save(run: Run) -> str:
     while path.exists() or (settings.checkpoint_dir() / path.name).exists():
         path, n = folder / f"{stem}-{n}.safetensors", n + 1
     checkpoints.save(path, run.model, {**run.meta, "name": path.stem})
-    state.get("my_saves", set).add(path.name)
     saved_from()[path.name] = run.id
     mark_kept(run)
     return path.name
 
 
 def saved_from() -> dict[str, str]:
-    """This session's saves: file name -> the id of the run it was saved from."""
+    """This session's saves (the only files it may delete): file name -> the id of the run it was
+    saved from."""
     return state.get("saved_runs", dict)
 
 
@@ -151,7 +151,7 @@ def deletable(model: choices.ModelChoice) -> bool:
         not settings.read_only()
         and model.origin == "saved"
         and model.path is not None
-        and model.path.name in state.get("my_saves", set)
+        and model.path.name in saved_from()
     )
 
 
@@ -165,7 +165,6 @@ def delete(model: choices.ModelChoice) -> None:
     if path.resolve().parent != settings.saved_dir().resolve():
         raise DataError(f"{model.name} is not in the saved-models folder.")
     checkpoints.delete(path)
-    state.get("my_saves", set).discard(path.name)
     saved_from().pop(path.name, None)
 
 
