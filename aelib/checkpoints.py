@@ -514,10 +514,14 @@ def differences(metas: list[dict]) -> dict[str, list]:
 
     A model setting an older checkpoint lacks is the default it loads with. A training setting it
     lacks was not recorded: it differs only if the checkpoints that record it disagree (an older
-    file without ``train.engine`` is not shown as differing from every newer one)."""
+    file without ``train.engine`` is not shown as differing from every newer one). The KL weight
+    counts for VAEs only."""
     model_defaults = {f"model.{f.name}": f.default for f in dataclasses.fields(ModelConfig)
                       if f.default is not dataclasses.MISSING}
     flats = [{**_flat("model", _section(m, "model")), **_flat("train", _section(m, "train"))} for m in metas]
+    for f in flats:
+        if f.get("model.family", "vae") != "vae":  # fit records a KL weight for every family
+            f.pop("train.beta", None)
     keys = sorted({k for f in flats for k in f})
     for f in flats:
         for k in keys:

@@ -90,10 +90,13 @@ if case.normal is not None and not any(anomaly.fits(m, case, data) for m in cand
 anomaly.detector_status(members)
 
 if not candidates:
-    st.info(
-        f"No model takes {'x'.join(map(str, case.test.shape))} images yet: train one (button above, or the "
-        "Training page), or upload a checkpoint in the sidebar."
-    )
+    size = anomaly.shape_text(case.test.shape)
+    if case.normal is not None:
+        how = "train one (button above, or the Training page)"
+    else:  # no images of this size to train on, so no button either
+        how = (f"upload a normal training set of {size} images above to train one here, train one on "
+               "the Training page")
+    st.info(f"No model takes {size} images yet: {how}, or upload a checkpoint in the sidebar.")
     st.stop()
 
 # Models to score with, picked per case: the sidebar's picks and one-class models of these classes.

@@ -78,7 +78,7 @@ with st.spinner("Reconstructing..."):
             {
                 "model": m.name,
                 "family": m.config.family,
-                "latent": m.config.latent,
+                "latent": m.latent_text,
                 "MSE (shown)": float(mse.mean()),
                 "mean PSNR dB (shown)": compute.psnr_db(mse, vr),
                 "MSE (test set)": float(full.mean()),

@@ -7,6 +7,7 @@ Nothing here depends on the shipped checkpoints/ folder.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from aelib import checkpoints, recipes
 from aelib.data import load_splits
@@ -60,6 +62,18 @@ def _start_fcn(at, images: int, epochs: int):
     at.button(key="aelib.t_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
     return list(at.session_state["aelib.runs"].values())[-1]
+
+
+def test_a_kl_weight_set_for_a_vae_does_not_follow_to_other_families(env):
+    """Beta is disabled for a plain autoencoder but kept its VAE value: the run recorded a KL weight
+    it never used, and did not reuse the same settings' earlier run."""
+    at = goto(new_app(), "training")
+    at.selectbox(key="aelib.t_model").set_value("vae").run()
+    at.number_input(key="aelib.t_beta").set_value(0.5).run()
+    at.selectbox(key="aelib.t_model").set_value("fcn").run()
+    assert at.number_input(key="aelib.t_beta").disabled
+    run = _start_fcn(at, 130, 1)
+    assert run.train_config.beta is None, run.train_config
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -107,6 +121,22 @@ def test_reconstruction_options_and_denoising_rows(env):
     assert "PSNR noisy vs clean" in [m.label for m in at.metric]
     at.text_input(key="aelib.r_indices").set_value("5, 100000").run()
     assert "out of range" in texts(at.error)
+
+
+def test_reconstruction_table_names_each_models_latent(env, folders):
+    """A model whose code is a feature map showed "latent: None" in the table."""
+    model = build(get_config("conv", (1, 28, 28)).replace(latent=None), seed=0)
+    raw = checkpoints.to_bytes(model, checkpoints.make_metadata(model, name="mapped"))
+    at = new_app()
+    at.sidebar.file_uploader(key="aelib.ckpt_upload").upload("mapped.safetensors", raw).run()
+    ids = [f"sha256:{hashlib.sha256(b).hexdigest()}"
+           for b in ((folders["ckpt"] / "tiny-conv.safetensors").read_bytes(), raw)]
+    at.sidebar.multiselect(key="aelib.models").set_value(ids).run()
+    goto(at, "reconstruction")
+    table = next(d.value for d in at.dataframe if "latent" in d.value.columns)
+    latent = dict(zip(table["model"], table["latent"]))
+    code = "x".join(map(str, model.encode(torch.zeros(1, 1, 28, 28)).shape[1:]))  # the map it encodes to
+    assert latent == {"tiny-conv": "8", "mapped.safetensors": f"feature map {code}"}, latent
 
 
 def _count(node, kind: str) -> int:
@@ -318,6 +348,20 @@ def test_uploaded_images_and_checkpoints(env, folders):
     assert "By class" not in at.radio(key="aelib.r_mode").options and not at.warning
 
 
+def test_a_tiny_upload_says_its_test_images_are_its_training_images(env):
+    """Below HOLDOUT_MIN_IMAGES nothing is held out; the sidebar says so instead of saying nothing."""
+    at = new_app()
+    at.sidebar.selectbox(key="aelib.dataset").set_value("Upload images").run()
+    tiny = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    at.sidebar.file_uploader(key="aelib.data_upload").upload("tiny.npy", _npy_bytes(tiny)).run()
+    caption = texts(at.sidebar.caption)
+    assert "4 images" in caption and "too few to hold any out" in caption, caption
+    bigger = np.random.default_rng(1).integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    at.sidebar.file_uploader(key="aelib.data_upload").clear().upload("more.npy", _npy_bytes(bigger)).run()
+    caption = texts(at.sidebar.caption)
+    assert "4 held out for testing" in caption and "too few" not in caption, caption
+
+
 def test_local_paths_only_when_allowed_and_inside_the_root(env, tmp_path):
     at = new_app()
     assert "Local path" not in at.sidebar.selectbox(key="aelib.dataset").options
@@ -356,6 +400,40 @@ def test_latent_size_sweep_plots_error_against_size(env):
     assert at.get("plotly_chart")
     labels = [m.value for m in at.markdown]
     assert "**latent 4**" in labels and "**latent 16**" in labels
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_an_uploaded_test_set_of_a_new_size_says_how_to_get_a_model(env):
+    """A 3x32x32 test set with nothing of that size: the page offers no button, so its message must
+    not point at one; it says to upload normal images of that size. A normal set of another size
+    than the test set gets one sentence naming both."""
+    rng = np.random.default_rng(0)
+    at = goto(new_app(), "anomaly")
+    at.radio(key="aelib.a_mode").set_value("upload").run()
+    at.file_uploader(key="aelib.a_up_test").upload(
+        "small.npy", _npy_bytes(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))).run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert not [b for b in at.button if b.key == "aelib.a_train"]
+    msg = texts(at.info)
+    assert "No model takes 3x32x32 images" in msg, msg
+    assert "button above" not in msg, msg
+    assert "normal training set of 3x32x32 images" in msg, msg
+    at.file_uploader(key="aelib.a_up_train").upload(
+        "normal.npy", _npy_bytes(rng.integers(0, 256, (20, 64, 64, 3), dtype=np.uint8))).run()
+    assert not at.exception
+    err = texts(at.error)
+    assert len(at.error) == 1 and "3x64x64" in err and "3x32x32" in err, err
+    assert not [b for b in at.button if b.key == "aelib.a_train"]
+    at.file_uploader(key="aelib.a_up_train").clear().upload(
+        "normal.npy", _npy_bytes(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))).run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert [b for b in at.button if b.key == "aelib.a_train"]
+    assert "button above" in texts(at.info)
 
 
 def test_anomaly_page_trains_a_one_class_model_on_request(env):

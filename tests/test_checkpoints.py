@@ -174,6 +174,15 @@ def test_differences_lists_only_the_settings_that_differ():
     assert ckpt.differences([old, new, other]) == {"train.engine": [None, "auto", "autograd"]}
     no_init = {**a, "model": {k: v for k, v in a["model"].items() if k != "init"}}  # loads as "torch"
     assert ckpt.differences([no_init, a]) == {"model.init": ["torch", "glorot"]}
+    # fit records the KL weight it resolved for every family; only a VAE uses it
+    c = {**a, "train": {"lr": 1e-3, "beta": 1 / 784}}
+    d = {**a, "train": {"lr": 1e-3, "beta": 0.5}}
+    assert ckpt.differences([c, d]) == {}
+    vae = build(get_config("vae", (1, 28, 28), latent=8))
+    v = ckpt.make_metadata(vae, train_config={"lr": 1e-3, "beta": 0.5})
+    assert "train.beta" not in ckpt.differences([c, v]) and "model.family" in ckpt.differences([c, v])
+    w = {**v, "train": {"lr": 1e-3, "beta": 1.0}}
+    assert ckpt.differences([c, v, w])["train.beta"] == [None, 0.5, 1.0]
 
 
 def test_data_info_reads_the_new_schema_and_old_extra_sections():

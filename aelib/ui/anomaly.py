@@ -13,6 +13,7 @@ from .. import anomaly as recipes
 from .. import scoring
 from ..checkpoints import DataInfo
 from ..data import read_anomaly_labels
+from ..errors import DataError
 from ..scoring import SCORES
 from ..worker import FAILED, Run
 from . import compute, runs, sources, state
@@ -86,6 +87,12 @@ def upload_case(data: ImageSet, cols) -> Case | None:
     normal, name = None, ""
     if up_train is not None:
         normal, name = Images(up_train.key, up_train.value[0]), up_train.name
+        if normal.shape != test.shape:
+            raise DataError(
+                f"The normal training set '{name}' holds {shape_text(normal.shape)} images and the test "
+                f"set {shape_text(test.shape)}: a model trained on one cannot score the other, so "
+                "upload both at the same size and number of channels."
+            )
     elif (
         not data.builtin and data.shape == test.shape
     ):  # the sidebar's own image set serves as the normal set
@@ -104,6 +111,10 @@ def upload_case(data: ImageSet, cols) -> Case | None:
         n_train=None if normal is None else len(normal),
     )
     return Case(test, labels, normal, info, f"{stem}-normal")
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 def recipe_for(case: Case) -> recipes.Recipe:

@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 from torch import nn
 
-from .. import checkpoints
+from .. import checkpoints, explore
 from ..checkpoints import DataInfo
 from ..errors import AelibError
 from ..models import ModelConfig
@@ -69,6 +69,12 @@ class ModelChoice:
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.meta["model"]["in_shape"])
+
+    @property
+    def latent_text(self) -> str:
+        """"16", or "feature map 48x8x8" where the code is kept as a map (latent None)."""
+        shape = explore.latent_shape(self.model)
+        return str(shape[0]) if len(shape) == 1 else "feature map " + "x".join(map(str, shape))
 
     def made_for(self, data) -> bool:
         """Trained on the image set ``data`` (an ``ImageSet``), as far as its checkpoint says: by

@@ -117,7 +117,11 @@ def _user_set(
     key: str, title: str, images: torch.Tensor, labels: torch.Tensor | None, source: str, note: str
 ) -> ImageSet:
     train, test = holdout_split(images, labels, name=title, source=source, note=note)
-    held = "" if len(train) + len(test) > len(images) else f", {len(test):,} held out for testing"
+    held = (
+        ", too few to hold any out: the same images train and test"
+        if len(train) + len(test) > len(images)
+        else f", {len(test):,} held out for testing"
+    )
     return ImageSet(key, title, train, test, f"{source} · {len(images):,} images{held}", None)
 
 

@@ -186,7 +186,8 @@ def training_form(data: ImageSet) -> TrainingPlan:
         lr=lr,
         schedule=schedule,
         seed=seed,
-        beta=None if beta is None else float(beta),
+        # the field keeps its VAE value while disabled; other families have no KL term to weigh
+        beta=None if beta is None or base.family != "vae" else float(beta),
         noise=None if noise == "off" else noise,
         noise_level=level if noise != "off" else 0.0,
     )
