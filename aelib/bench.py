@@ -178,7 +178,7 @@ def vae_quality(root: str, datasets=("mnist", "fashion-mnist"), latents=(2, 16, 
             cfg = TrainConfig(epochs=1 if quick else epochs[ds], batch_size=64, lr=2e-3,
                               schedule="onecycle", threads=threads)
             res = fit(model, train.images, test.images, cfg)
-            errs = scoring.reconstruction_errors(model, test.images, ["mse", "elbo"])
+            errs = scoring.reconstruction_errors(model, test.images, ["mse", "elbo"], beta=res.config.beta)
             n_pix = model.config.n_pixels
             row = {"dataset": ds, "latent": z, "epochs": cfg.epochs, "seconds": res.seconds,
                    "test_mse": float(errs["mse"].mean()),

@@ -488,6 +488,13 @@ def recorded_mse(meta: object) -> float | None:
     return float(value) if value == value and abs(value) < float("inf") else None
 
 
+def trained_beta(meta: object) -> float | None:
+    """The KL weight the checkpoint's model was trained with (``fit`` records it under "train"), or
+    None where it is not recorded: a VAE's ELBO must be computed with it, not the default."""
+    beta = _section(meta, "train").get("beta")
+    return float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else None
+
+
 def describe(meta: object) -> str:
     """A short description: "conv, latent 32, denoising, normal 1"."""
     m = _section(meta, "model")

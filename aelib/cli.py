@@ -218,7 +218,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         model.load_state_dict({k: v.to(dtype).to(v.dtype) for k, v in model.state_dict().items()})
     model.cpu()
     names = ["mse", "l2"] + (["elbo"] if cfg.family == "vae" else [])
-    errs = scoring.reconstruction_errors(model, test.images.cpu(), names)
+    errs = scoring.reconstruction_errors(model, test.images.cpu(), names, beta=result.config.beta)
     metrics = {f"test_{k}": float(v.mean()) for k, v in errs.items()}
     metrics["n_test"] = len(test)
     if args.normal_classes:
@@ -249,7 +249,8 @@ def _evaluate(args: argparse.Namespace) -> dict:
     _, test = load_data(args, holdout=False)
     model = ck.model
     metric_names = ["mse", "mae", "l2"] + (["elbo"] if model.config.family == "vae" else [])
-    errs = scoring.reconstruction_errors(model, test.images, metric_names)
+    beta = checkpoints.trained_beta(ck.meta)  # a VAE's ELBO at the weight it was trained with
+    errs = scoring.reconstruction_errors(model, test.images, metric_names, beta=beta)
     report = {"checkpoint": str(args.checkpoint), "dataset": test.name, "n": len(test),
               **{f"mean_{k}": float(v.mean()) for k, v in errs.items()}}
     if args.normal_classes:
@@ -295,7 +296,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
             latent = scoring.LatentGaussian(scoring.latent_codes(
                 ck.model, data.load_images(args.fit_on), progress=_progress_printer("fitting on")))
-        beta = (ck.meta.get("train") or {}).get("beta")  # the weight it was trained with
+        beta = checkpoints.trained_beta(ck.meta)
         scores = scoring.model_scores(ck.model, images, [args.score], beta=beta, latent=latent,
                                       progress=_progress_printer("scoring"))[args.score]
         n = export.write_scores_csv(args.out, scores)

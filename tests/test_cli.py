@@ -157,9 +157,10 @@ def test_the_fast_recipe_process_imports_only_what_training_needs(tmp_path, data
     assert checkpoints.load(tmp_path / "f.safetensors").meta["metrics"]["test_mse"] < 0.05
 
 
-def test_exported_elbo_scores_use_the_kl_weight_the_vae_was_trained_with(tmp_path):
+def test_exported_elbo_scores_use_the_kl_weight_the_vae_was_trained_with(tmp_path, capsys):
     """The checkpoint says its KL weight under "train" (the page reads it there); the CLI's export
-    looked under a key no checkpoint has, and scored every VAE with the default weight."""
+    looked under a key no checkpoint has, and scored every VAE with the default weight. ``train``'s
+    test_elbo (printed and recorded) and ``evaluate``'s mean_elbo used the default weight too."""
     from aelib.scoring import model_scores
 
     npy, test_npy = tmp_path / "train.npy", tmp_path / "test.npy"
@@ -180,3 +181,11 @@ def test_exported_elbo_scores_use_the_kl_weight_the_vae_was_trained_with(tmp_pat
     default = model_scores(ck.model, images, ["elbo"])["elbo"]
     assert not np.allclose(want, default)  # the weight matters here
     np.testing.assert_allclose(got, want, rtol=1e-5)
+    # train holds out the last 10% of train.npy for its test figures
+    held = load_images(str(npy))[108:]
+    held_elbo = float(model_scores(ck.model, held, ["elbo"], beta=0.5)["elbo"].mean())
+    assert ck.meta["metrics"]["test_elbo"] == pytest.approx(held_elbo, rel=1e-5), ck.meta["metrics"]
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--dataset", str(test_npy), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["mean_elbo"] == pytest.approx(float(want.mean()), rel=1e-5), report

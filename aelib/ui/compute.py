@@ -26,7 +26,8 @@ HASH = {ModelChoice: lambda m: m.id, Images: lambda i: i.key}  # the values' ide
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
 def errors(m: ModelChoice, images: Images, metrics: tuple[str, ...] = ("mse",)) -> dict[str, np.ndarray]:
     """Per-image errors / anomaly scores (see :func:`aelib.scoring.reconstruction_errors`)."""
-    return scoring.reconstruction_errors(m.model, images.tensor, metrics, batch_size=_batch(m))
+    beta = checkpoints.trained_beta(m.meta)
+    return scoring.reconstruction_errors(m.model, images.tensor, metrics, batch_size=_batch(m), beta=beta)
 
 
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=HASH)
@@ -107,11 +108,6 @@ def plane(m: ModelChoice, x_range: tuple[float, float], y_range: tuple[float, fl
     return explore.latent_plane(m.model, x_range, y_range, n)
 
 
-def _beta(m: ModelChoice) -> float | None:
-    beta = (m.meta.get("train") or {}).get("beta")
-    return float(beta) if isinstance(beta, (int, float)) and not isinstance(beta, bool) else None
-
-
 @st.cache_resource(max_entries=16, show_spinner=False, hash_funcs=HASH)
 def latent_gaussian(m: ModelChoice, normal: Images) -> scoring.LatentGaussian:
     """The Gaussian of ``m``'s codes of ``normal``: fitted once, for both latent scores of every image
@@ -124,8 +120,9 @@ def scores(m: ModelChoice, images: Images, score: str, normal: Images | None = N
     """One anomaly score of every image (the latent scores fitted on ``normal``; ELBO with the run's
     beta)."""
     latent = None if normal is None else latent_gaussian(m, normal)
+    beta = checkpoints.trained_beta(m.meta)
     return scoring.model_scores(
-        m.model, images.tensor, (score,), batch_size=_batch(m), beta=_beta(m), latent=latent
+        m.model, images.tensor, (score,), batch_size=_batch(m), beta=beta, latent=latent
     )[score]
 
 
@@ -134,7 +131,10 @@ def ensemble(
     members: tuple[ModelChoice, ...], score_names: tuple[str, ...], normal: Images, images: Images
 ) -> np.ndarray:
     """Scores of an ensemble of detectors (the recommended detector), standardised on ``normal``."""
-    dets = [detectors.AnomalyDetector(m.model, score=s, beta=_beta(m)) for m, s in zip(members, score_names)]
+    dets = [
+        detectors.AnomalyDetector(m.model, score=s, beta=checkpoints.trained_beta(m.meta))
+        for m, s in zip(members, score_names)
+    ]
     return detectors.EnsembleDetector(dets).fit(normal.tensor).anomaly_scores(images.tensor)
 
 
