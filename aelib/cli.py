@@ -167,7 +167,15 @@ def _checkpoint_out(out: str) -> Path:
 
 def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
     from .models import build, count_parameters, get_config
-    from .recipes import KERAS_IMAGES, KERAS_SMALL_DATA, keras_small_data, train_config_for
+    from .recipes import (
+        KERAS_IMAGES,
+        KERAS_SMALL_DATA,
+        SMALL_SET,
+        default_train_config,
+        family_small_set,
+        keras_small_data,
+        train_config_for,
+    )
     from .train import PrintCallback, collapse_message, fit, resolve_device
 
     log = print if rank == 0 else (lambda *a, **k: None)
@@ -190,6 +198,13 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             f"{k.batch_size}, {k.epochs} epochs, one-cycle {k.lr:g} instead of the Keras recipe (too few "
             "updates to learn here); --epochs 12 --batch-size 300 --lr 1.5e-3 --schedule constant runs "
             "the recipe", flush=True)
+    if family_small_set(args.model, len(train)) and not args.fast and (args.epochs is None
+                                                                       or args.batch_size is None):
+        full = default_train_config(args.model)
+        log(f"note: fewer than {SMALL_SET:,} training images, so {args.model} starts from batch "
+            f"{tcfg.batch_size} and {tcfg.epochs} epochs, the updates it makes on {SMALL_SET:,} images "
+            f"({full.epochs} epochs at batch {full.batch_size} would be too few to learn on every seed)",
+            flush=True)
     if args.fast:  # the whole fast-mode schedule; data, seed, loss, noise and device stay the user's
         from .recipes import FAST_ARCHS, with_fast_mode
 

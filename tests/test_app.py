@@ -76,6 +76,32 @@ def test_a_kl_weight_set_for_a_vae_does_not_follow_to_other_families(env):
     assert run.train_config.beta is None, run.train_config
 
 
+def test_the_training_form_starts_a_small_subset_from_its_own_defaults(env):
+    """Fewer training images: the Epochs and Batch size fields kept the full set's 10 and 128, 80
+    updates on 1,000 images, and the run came out at the mean image on most seeds."""
+    at = goto(new_app(), "training")
+    at.selectbox(key="aelib.t_model").set_value("conv").run()
+    assert (at.number_input(key="aelib.t_epochs_conv").value,
+            at.number_input(key="aelib.t_batch_conv").value) == (10, 128)
+    at.number_input(key="aelib.t_subset_mnist").set_value(1000).run()
+    want = recipes.default_train_config("conv", 1000)
+    fields = {w.label: w.value for w in at.number_input}
+    assert (fields["Epochs"], fields["Batch size"]) == (want.epochs, want.batch_size), fields
+    assert want.batch_size < 128
+    assert "Fewer than 3,000 training images" in texts(at.caption)
+    # A value the user typed stays; the one left alone follows the count, across a page switch too
+    at.number_input(key="aelib.t_epochs_conv").set_value(3).run()
+    at.number_input(key="aelib.t_subset_mnist").set_value(500).run()
+    goto(goto(at, "home"), "training")
+    fields = {w.label: w.value for w in at.number_input}
+    small = recipes.default_train_config("conv", 500)
+    assert (fields["Epochs"], fields["Batch size"]) == (3, small.batch_size), fields
+    at.number_input(key="aelib.t_subset_mnist").set_value(3000).run()
+    fields = {w.label: w.value for w in at.number_input}
+    assert (fields["Epochs"], fields["Batch size"]) == (3, 128), fields
+    assert not at.warning
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_with_its_key_widgets(env, page):
     at = goto(new_app(), page)

@@ -13,6 +13,7 @@ import pytest
 
 from aelib import checkpoints
 from aelib.cli import main
+from aelib.recipes import default_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,8 +129,10 @@ def test_train_starts_from_the_models_defaults_and_warns_when_it_learned_nothing
     captured = capsys.readouterr()
     assert "warning: This run learned nothing image-specific" in captured.err
     tc = checkpoints.load(out).meta["train"]
+    start = default_train_config("conv", 108)  # 120 images, the last 12 held out
     assert (tc["epochs"], tc["lr"], tc["batch_size"], tc["schedule"], tc["warmup"]) == \
-        (1, 1e-9, 128, "onecycle", 0.5)  # the rest from aelib.recipes.default_train_config("conv")
+        (1, 1e-9, start.batch_size, "onecycle", 0.5)  # the rest from aelib.recipes.default_train_config
+    assert start.batch_size < 128 and "fewer than 3,000 training images" in captured.out
     assert main(["train", "--dataset", str(npy), "--model", "mnist_keras", "--output-range", "unit",
                  "--epochs", "1", "--schedule", "constant", "--out", str(out), "--quiet"]) == 0
     assert "instead of the Keras recipe" in capsys.readouterr().out  # a small set: said, not silent

@@ -62,6 +62,12 @@ def remember(*prefixes: str) -> None:
             st.session_state[_KEEP + key] = st.session_state[key]
 
 
+def keep(key: str, value) -> None:
+    """Remember ``value`` for widget ``key`` now: a value the script put into Session State after
+    :func:`remember` ran, which a page switch would otherwise forget."""
+    st.session_state[_KEEP + key] = value
+
+
 def remembered(key: str):
     """What :func:`remember` last kept of widget ``key`` (None if nothing)."""
     return st.session_state.get(_KEEP + key)

@@ -13,7 +13,9 @@ from ..models import PRESETS, ModelConfig, default_beta, get_config
 from ..recipes import (
     KERAS_IMAGES,
     RECIPE,
+    SMALL_SET,
     default_train_config,
+    family_small_set,
     fast_config,
     keras_small_data,
     train_config_for,
@@ -81,8 +83,19 @@ def training_form(data: ImageSet) -> TrainingPlan:
     )
     small = not fast and keras_small_data(arch, subset)
     start = _starting(arch, fast, subset)
-    # fast mode shows its own values, fixed; the preset's small-data values are their own fields
+    # fast mode shows its own values, fixed; the preset's small-data values are their own fields,
+    # and so are a family's on each small subset (its epochs and batch depend on the count)
+    few = not fast and family_small_set(arch, subset)
     mode = "_fast" if fast else "_small" if small else ""
+    if few:
+        full = default_train_config(arch)
+        updates = full.epochs * -(-subset // full.batch_size)
+        st.caption(
+            f"Fewer than {SMALL_SET:,} training images: {full.epochs} epochs at batch {full.batch_size} "
+            f"would be {updates:,} updates here, too few to learn on every seed, so this model starts "
+            f"from batch {start.batch_size} and {start.epochs} epochs: the updates it makes on "
+            f"{SMALL_SET:,} images."
+        )
     if small:
         st.caption(
             f"Fewer than {KERAS_IMAGES:,} training images: the Keras recipe's {RECIPE.epochs} epochs at "
@@ -103,10 +116,10 @@ def training_form(data: ImageSet) -> TrainingPlan:
         k = f"aelib.t_latent_{arch}"
         latent = int(c1.number_input("Latent size", 1, 4096, kept(k, base.latent), key=k))
     k = f"aelib.t_epochs_{arch}{mode}"
-    epochs = int(c2.number_input("Epochs", 1, 500, kept(k, start.epochs), key=k, disabled=fast))
+    epochs = int(number_field(c2, "Epochs", 1, 500, k, start.epochs, disabled=fast))
     c1, c2 = st.columns(2)
     k = f"aelib.t_batch_{arch}{mode}"
-    batch = int(c1.number_input("Batch size", 1, 4096, kept(k, start.batch_size), key=k, disabled=fast))
+    batch = int(number_field(c1, "Batch size", 1, 4096, k, start.batch_size, disabled=fast))
     k = f"aelib.t_lr_{arch}{mode}"
     lr = float(
         c2.number_input(
@@ -209,6 +222,22 @@ def pick_model(
     pick = selectbox(label, ids, key, index=first, container=container,
                      format_func=lambda i: names.get(i, by_id[i].label))
     return by_id[pick]
+
+
+def number_field(container, label: str, lo: int, hi: int, key: str, default: int, **kwargs):
+    """``st.number_input`` of whole numbers that keeps the user's value across pages and, until the
+    user changes it, follows ``default`` as that changes (a family's epochs and batch size depend on
+    how many training images are picked). A value equal to the previous default counts as not
+    changed. Like :func:`selectbox`, the value goes into Session State and the widget gets none."""
+    follows = state.NS + "follows." + key
+    before = st.session_state.get(follows)
+    value = st.session_state.get(key, state.remembered(key))
+    if value is None or value == before or not lo <= value <= hi:
+        value = default
+    st.session_state[key] = value
+    state.keep(key, value)
+    st.session_state[follows] = default
+    return container.number_input(label, lo, hi, key=key, **kwargs)
 
 
 def selectbox(label: str, options: Sequence, key: str, *, index: int = 0, container=st, **kwargs):
