@@ -53,6 +53,19 @@ def _number(lo: float, *, positive: bool = False):
     return parse
 
 
+def _fraction(hi: float):
+    """A share in (0, hi], refused by the parser: before anything is loaded or trained."""
+    number = _number(0, positive=True)
+
+    def parse(text: str) -> float:
+        v = number(text)
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"{text} must be above 0 and at most {hi:g}")
+        return v
+    parse.__name__ = "share"
+    return parse
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist",
                    help="mnist, fashion-mnist, or a path to a .npy/.npz array, image folder or .zip "
@@ -490,9 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-labels", default=None, help=".npy of 0/1 labels (1 = anomaly): print AUC, "
                    "AUPR and F1-max")
     p.add_argument("--out", required=True, help="the id,score CSV")
-    p.add_argument("--contamination", type=float, default=0.1,
-                   help="share of the normal images above the threshold (default 0.1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--contamination", type=_fraction(0.5), default=0.1,
+                   help="share of the normal images above the threshold, in (0, 0.5] (default 0.1)")
+    p.add_argument("--seed", type=_whole(0, MAX_SEED), default=0)
     p.add_argument("--threads", type=_whole(1, 1024), default=None,
                    help="torch threads (default: the cores not busy with other work)")
     p.add_argument("--device", default="auto")

@@ -108,6 +108,15 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert err.startswith("error:") and "Traceback" not in err
     assert main(["evaluate", str(tmp_path / "nothing.safetensors")]) == 2
     assert "No checkpoint" in capsys.readouterr().err
+    # detect's numbers are checked before anything is read or trained (a bad --contamination was
+    # refused only after the detector had trained): the files here do not even exist
+    for flag, value in (("--contamination", "5"), ("--contamination", "0"), ("--seed", "-1")):
+        with pytest.raises(SystemExit) as exc:
+            main(["detect", "--train", str(tmp_path / "none.npy"), "--test", str(tmp_path / "none.npy"),
+                  "--out", str(tmp_path / "d.csv"), flag, value])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert flag in err and "none.npy" not in err, err
 
 
 def test_bench_anomaly_writes_one_result_file_per_dataset(tmp_path, capsys, monkeypatch):
