@@ -488,6 +488,11 @@ def recorded_mse(meta: object) -> float | None:
     return float(value) if value == value and abs(value) < float("inf") else None
 
 
+def file_stem(name: str) -> str:
+    """``name`` as a file name: each run of anything but letters, digits, "_" and "." becomes one "-"."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name).strip("-.")[:80] or "model"
+
+
 def trained_beta(meta: object) -> float | None:
     """The KL weight the checkpoint's model was trained with (``fit`` records it under "train"), or
     None where it is not recorded: a VAE's ELBO must be computed with it, not the default."""

@@ -261,7 +261,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         classes=None if train.classes is None else tuple(train.classes),
         normal_classes=None if classes is None else tuple(sorted(classes))).to_dict()
     dataset["processes"] = world  # how many ranks shared the training data
-    out = args.out or f"runs/{train.name}-{cfg.preset or cfg.family}-z{cfg.latent}.safetensors"
+    stem = checkpoints.file_stem(f"{train.name}-{cfg.preset or cfg.family}-z{cfg.latent}")
+    out = args.out or f"runs/{stem}.safetensors"  # "MNIST (normal: 1)" is no file name everywhere
     _checkpoint_out(out)
     path = checkpoints.save(out, model, dtype=dtype, name=args.name or Path(out).stem, dataset=dataset,
                             train_config=result.config.to_dict(), history=result.history.to_dict(),
@@ -447,12 +448,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixel range: unit [0,1] or symmetric [-1,1] (default: by model)")
     p.add_argument("--epochs", type=_whole(1, 100_000), default=None,
                    help="default: the model's (aelib.recipes.default_train_config: 10; 8 for vae, "
-                        "12 for mnist_keras)")
+                        "12 for mnist_keras; on small sets see the note train prints)")
     p.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None,
                    help="default: the model's (128; 64 for vae and face_conv, 32 for face_vae, "
-                        "300 for mnist_keras)")
+                        "300 for mnist_keras). Below 3,000 training images fcn, conv and vae start "
+                        "from a smaller batch and, if need be, more epochs; below 50,000 mnist_keras "
+                        "from batch 64, 8 epochs, one-cycle 1e-2")
     p.add_argument("--lr", type=_number(0, positive=True), default=None,
-                   help="peak learning rate (default: the model's; 3e-3 for the families)")
+                   help="peak learning rate (default: the model's; 3e-3 for the families, 1e-2 for "
+                        "mnist_keras below 50,000 images)")
     p.add_argument("--beta", type=_number(0), default=None,
                    help="KL weight (VAE; default 1/n_pixels; face_vae 0.1/n_pixels, its reference 1)")
     p.add_argument("--loss", choices=["mse", "bce"], default="mse")

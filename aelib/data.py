@@ -190,8 +190,9 @@ def _bundled(spec: DatasetSpec, split: str, root: Path, reason: str) -> ImageDat
     per_class = len(x) // len(spec.classes)
     note = (f"The real {spec.title} data was not found under {root} and {reason}, so this is aelib's bundled "
             f"sample of {len(x):,} real {spec.title} {split} images ({per_class} per class). For the full "
-            f"dataset, pass root= (or set the AELIB_DATA_ROOT environment variable) to a folder holding "
-            f"{spec.torchvision_class}/raw/ in torchvision's layout, or allow the download on a machine "
+            f"dataset, pass root= (the CLI's --data-root, or set the AELIB_DATA_ROOT environment "
+            f"variable) to a folder holding {spec.torchvision_class}/raw/ in torchvision's layout, or "
+            f"allow the download on a machine "
             f"with internet access.")
     return ImageDataset(
         images=torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1),

@@ -55,7 +55,7 @@ SCORES: dict[str, str] = {
     "elbo": "negative ELBO: mse + beta * KL (VAE only)",
     "blur": "L2 norm of the error map smoothed by a Gaussian of sigma 1 pixel",
     "blur_ink": "blurred squared error divided by the square root of the image's ink",
-    "latent": "Mahalanobis distance of the latent code from the normal training codes",
+    "latent": "squared Mahalanobis distance of the latent code from the normal training codes' mean",
     "latent_knn": "mean Mahalanobis distance to the 5 nearest normal training codes",
 }
 METRICS = tuple(SCORES)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from aelib import explore, export
+from aelib import checkpoints, explore, export
 from aelib.errors import AelibError
-from aelib.ui import compute, draw, reconstruction, router, runs, widgets
+from aelib.ui import compute, draw, reconstruction, router, widgets
 from aelib.ui.state import kept
 
 MODES = {"first": "First N", "random": "Random", "class": "By class", "index": "By index"}
@@ -111,7 +111,7 @@ scope = c2.radio(
     format_func={"shown": f"the {len(idx)} shown", "all": f"all {len(test):,} test images"}.get,
 )
 ids, src = (idx, shown) if scope == "shown" else (np.arange(len(test)), test)
-fname = f"prediction-{runs.file_stem(em.name)}.csv"  # which model made it, once it is on disk
+fname = f"prediction-{checkpoints.file_stem(em.name)}.csv"  # which model made it, once it is on disk
 c3.download_button(
     fname,
     lambda: "".join(export.iter_prediction_csv(em.model, src.tensor, row_ids=ids)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,17 @@ def test_one_class_train_and_auc_evaluate(tmp_path, data_root, capsys):
                  "--normal-classes", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["auc_l2"] > 0.9  # digit 1 as normal separates easily even after 2 epochs
+
+
+def test_a_checkpoint_named_after_its_data_gets_a_portable_file_name(tmp_path, data_root, monkeypatch):
+    """Without --out the file was "runs/MNIST (normal: 1)-fcn-z32.safetensors": spaces, brackets and
+    a colon, which is no file name on Windows."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "mnist", "--data-root", str(data_root), "--no-download",
+                 "--normal-classes", "1", "--model", "fcn", "--epochs", "1", "--quiet"]) == 0
+    files = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(files) == 2 and all(re.fullmatch(r"MNIST-normal-1-fcn-z\d+\.(json|safetensors)", f)
+                                   for f in files), files  # the checkpoint and its JSON sidecar
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path, capsys):

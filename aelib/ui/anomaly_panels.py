@@ -8,13 +8,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from .. import explore, export, scoring
+from .. import checkpoints, explore, export, scoring
 from ..data import load_images
 from ..errors import AelibError
 from . import compute, draw, sources, state, widgets
 from .anomaly import Case, scores_of
 from .choices import ModelChoice
-from .runs import file_stem
 from .sources import Images
 
 
@@ -250,7 +249,7 @@ def export_panel(scores: dict[str, np.ndarray], names: dict[str, str], kinds: di
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     dk = widgets.selectbox("Scores of", list(scores), CSV_MODEL, container=c1, format_func=names.get)
     # A model's scores are named after it too; the recommended detector's are the ensemble's.
-    fname = f"scores-{kinds[dk]}" + (f"-{file_stem(models[dk])}" if dk in models else "") + ".csv"
+    fname = f"scores-{kinds[dk]}" + (f"-{checkpoints.file_stem(models[dk])}" if dk in models else "") + ".csv"
     c2.download_button(
         fname,
         lambda: export.scores_csv_bytes(scores[dk]),

@@ -3,7 +3,6 @@ delete what this session saved."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -101,11 +100,6 @@ def start_on(
     return start(model_config, train_config, images, val, name=name, data=info, tags=tags, named=named)
 
 
-def file_stem(name: str) -> str:
-    """``name`` as a file name: runs of anything but letters, digits, "_", "." and "-" become "-"."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:80] or "model"
-
-
 def save(run: Run) -> str:
     """Write a finished run to the server's saved-models folder; returns the file's name."""
     if settings.read_only():
@@ -117,7 +111,7 @@ def save(run: Run) -> str:
     if done:  # a second click would write a second copy of the same weights
         raise DataError(f"it is already saved as {done[0]}.")
     folder.mkdir(parents=True, exist_ok=True)
-    stem = file_stem(run.name)
+    stem = checkpoints.file_stem(run.name)
     path, n = folder / f"{stem}.safetensors", 2
     while path.exists() or (settings.checkpoint_dir() / path.name).exists():
         path, n = folder / f"{stem}-{n}.safetensors", n + 1

@@ -54,7 +54,7 @@ def session_runs_panel() -> None:
             c1.download_button(
                 "Download .safetensors",
                 _checkpoint_data(run),
-                file_name=f"{runs.file_stem(run.name)}.safetensors",  # as Save names it
+                file_name=f"{checkpoints.file_stem(run.name)}.safetensors",  # as Save names it
                 mime="application/octet-stream",
                 key="aelib.t_dl",
                 icon=":material/download:",
@@ -65,7 +65,7 @@ def session_runs_panel() -> None:
                 "Download metadata .json",
                 json.dumps(run.meta, indent=1),
                 key="aelib.t_dl_json",
-                file_name=f"{runs.file_stem(run.name)}.json",
+                file_name=f"{checkpoints.file_stem(run.name)}.json",
                 mime="application/json",
                 on_click="ignore",
             )
