@@ -222,6 +222,10 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         from .recipes import FAST_ARCHS, with_fast_mode
 
         tcfg = with_fast_mode(tcfg, args.model)
+        if args.model == "vae" and len(train) < KERAS_IMAGES:
+            log(f"note: --fast for vae fits its whole schedule into one epoch, tuned on 60,000 images; on "
+                f"{len(train):,} that is too few updates to learn on every seed (leave out --fast)",
+                flush=True)
         if args.model not in FAST_ARCHS:
             log("note: --fast was tuned for --model mnist_keras (the Keras recipe) and --model vae",
                 flush=True)

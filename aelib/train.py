@@ -188,10 +188,11 @@ def collapse_message(val_mse: float, mean_image_mse: float, steps: int | None = 
     """One plain sentence for a run that plateaued at the mean image; ``steps`` (optimiser steps
     taken, when known) is said, since too few of them is the usual cause with small settings."""
     after = f" after {steps:,} training step{'' if steps == 1 else 's'}" if steps else ""
-    return (f"This run learned nothing image-specific{after}: its validation MSE {val_mse:.5f} is no "
-            f"better than predicting the mean training image ({mean_image_mse:.5f}), so its "
-            f"reconstructions are blank or the average image; train for more epochs or on more "
-            f"images, or try another seed or a lower learning rate.")
+    return (f"This run learned nothing image-specific{after}: its validation MSE {val_mse:.5f} is not "
+            f"clearly below that of predicting the mean training image ({mean_image_mse:.5f}; less than "
+            f"{1 - COLLAPSE_RATIO:.0%} below it), so its reconstructions are blank or near the average "
+            f"image; train for more epochs or on more images, or try another seed or a lower learning "
+            f"rate.")
 
 
 @torch.no_grad()
