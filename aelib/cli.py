@@ -524,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_subparsers(dest="which", required=True)
     b = which.add_parser("seed-recipe", help="the Keras recipe on Fashion-MNIST: aelib vs a plain "
                          "DataLoader loop, and aelib's fast mode's time to the recipe's quality")
-    b.add_argument("--seeds", default="0,1,2,3,4")
+    b.add_argument("--seeds", default="0,1,2,3,4",
+                   help="comma-separated seeds, one training of each contender per seed (default 0,1,2,3,4)")
     b.add_argument("--skip-naive", action="store_true", help="leave out the plain DataLoader loop")
     b = which.add_parser("vae", help="VAE test MSE and negative ELBO at latent sizes 2-128, with "
                          "sample and interpolation images in docs/vae/")
