@@ -185,8 +185,8 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
         KERAS_SMALL_DATA,
         SMALL_SET,
         default_train_config,
-        family_small_set,
         keras_small_data,
+        small_set_start,
         train_config_for,
     )
     from .train import PrintCallback, collapse_message, fit, resolve_device
@@ -211,7 +211,7 @@ def _train(args: argparse.Namespace, rank: int, world: int, device: str) -> int:
             f"{k.batch_size}, {k.epochs} epochs, one-cycle {k.lr:g} instead of the Keras recipe (too few "
             "updates to learn here); --epochs 12 --batch-size 300 --lr 1.5e-3 --schedule constant runs "
             "the recipe", flush=True)
-    if family_small_set(args.model, len(train)) and not args.fast and (args.epochs is None
+    if small_set_start(args.model, len(train)) and not args.fast and (args.epochs is None
                                                                        or args.batch_size is None):
         full = default_train_config(args.model)
         log(f"note: fewer than {SMALL_SET:,} training images, so {args.model} starts from batch "

@@ -12,12 +12,13 @@ import streamlit as st
 from ..models import PRESETS, ModelConfig, default_beta, get_config
 from ..recipes import (
     KERAS_IMAGES,
+    MAX_EPOCHS,
     RECIPE,
     SMALL_SET,
     default_train_config,
-    family_small_set,
     fast_config,
     keras_small_data,
+    small_set_start,
     train_config_for,
     with_fast_mode,
 )
@@ -85,7 +86,7 @@ def training_form(data: ImageSet) -> TrainingPlan:
     start = _starting(arch, fast, subset)
     # fast mode shows its own values, fixed; the preset's small-data values are their own fields,
     # and so are a family's on each small subset (its epochs and batch depend on the count)
-    few = not fast and family_small_set(arch, subset)
+    few = not fast and small_set_start(arch, subset)
     mode = "_fast" if fast else "_small" if small else ""
     if few:
         full = default_train_config(arch)
@@ -116,7 +117,7 @@ def training_form(data: ImageSet) -> TrainingPlan:
         k = f"aelib.t_latent_{arch}"
         latent = int(c1.number_input("Latent size", 1, 4096, kept(k, base.latent), key=k))
     k = f"aelib.t_epochs_{arch}{mode}"
-    epochs = int(number_field(c2, "Epochs", 1, 500, k, start.epochs, disabled=fast))
+    epochs = int(number_field(c2, "Epochs", 1, MAX_EPOCHS, k, start.epochs, disabled=fast))
     c1, c2 = st.columns(2)
     k = f"aelib.t_batch_{arch}{mode}"
     batch = int(number_field(c1, "Batch size", 1, 4096, k, start.batch_size, disabled=fast))
