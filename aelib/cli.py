@@ -455,9 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "12 for mnist_keras; on small sets see the note train prints)")
     p.add_argument("--batch-size", type=_whole(1, 1_000_000), default=None,
                    help="default: the model's (128; 64 for vae and face_conv, 32 for face_vae, "
-                        "300 for mnist_keras). Below 3,000 training images fcn, conv and vae start "
-                        "from a smaller batch and, if need be, more epochs; below 50,000 mnist_keras "
-                        "from batch 64, 8 epochs, one-cycle 1e-2")
+                        "300 for mnist_keras). Below 3,000 training images every model but "
+                        "mnist_keras starts from a smaller batch and, if need be, more epochs; below "
+                        "50,000 mnist_keras from batch 64, 8 epochs, one-cycle 1e-2")
     p.add_argument("--lr", type=_number(0, positive=True), default=None,
                    help="peak learning rate (default: the model's; 3e-3 for the families, 1e-2 for "
                         "mnist_keras below 50,000 images)")

@@ -192,8 +192,7 @@ def _bundled(spec: DatasetSpec, split: str, root: Path, reason: str) -> ImageDat
             f"sample of {len(x):,} real {spec.title} {split} images ({per_class} per class). For the full "
             f"dataset, pass root= (the CLI's --data-root, or set the AELIB_DATA_ROOT environment "
             f"variable) to a folder holding {spec.torchvision_class}/raw/ in torchvision's layout, or "
-            f"allow the download on a machine "
-            f"with internet access.")
+            f"allow the download on a machine with internet access.")
     return ImageDataset(
         images=torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1),
         labels=torch.from_numpy(y.astype(np.int64)),
