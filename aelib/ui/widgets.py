@@ -84,8 +84,8 @@ def training_form(data: ImageSet) -> TrainingPlan:
     )
     small = not fast and keras_small_data(arch, subset)
     start = _starting(arch, fast, subset)
-    # fast mode shows its own values, fixed; the preset's small-data values are their own fields,
-    # and so are a family's on each small subset (its epochs and batch depend on the count)
+    # fast mode shows its own values, fixed; the preset's small-data values are their own fields;
+    # on fewer than SMALL_SET images the epochs and batch follow the count (number_field)
     few = not fast and small_set_start(arch, subset)
     mode = "_fast" if fast else "_small" if small else ""
     if few:
@@ -227,7 +227,7 @@ def pick_model(
 
 def number_field(container, label: str, lo: int, hi: int, key: str, default: int, **kwargs):
     """``st.number_input`` of whole numbers that keeps the user's value across pages and, until the
-    user changes it, follows ``default`` as that changes (a family's epochs and batch size depend on
+    user changes it, follows ``default`` as that changes (a model's epochs and batch size depend on
     how many training images are picked). A value equal to the previous default counts as not
     changed. Like :func:`selectbox`, the value goes into Session State and the widget gets none."""
     follows = state.NS + "follows." + key
