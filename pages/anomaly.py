@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from aelib.errors import AelibError
-from aelib.ui import anomaly, anomaly_panels, choices, router, state
+from aelib.ui import anomaly, anomaly_panels, choices, router, sources, state
 from aelib.ui.state import kept
 
 fr = router.page(__file__)
@@ -90,7 +90,7 @@ if case.normal is not None and not any(anomaly.fits(m, case, data) for m in cand
 anomaly.detector_status(members)
 
 if not candidates:
-    size = anomaly.shape_text(case.test.shape)
+    size = sources.shape_text(case.test.shape)
     if case.normal is not None:
         how = "train one (button above, or the Training page)"
     else:  # no images of this size to train on, so no button either

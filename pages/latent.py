@@ -59,8 +59,8 @@ def image_picker(label: str, default: int, key: str) -> tuple[Images, str]:
             if tuple(images.shape[1:]) == mc.in_shape:
                 return Images(up.key, images[:1]), up.name
             st.error(
-                f"This model takes {'x'.join(map(str, mc.in_shape))} images; {up.name} holds "
-                f"{'x'.join(map(str, images.shape[1:]))}."
+                f"This model takes {sources.shape_text(mc.in_shape)} images; {up.name} holds "
+                f"{sources.shape_text(images.shape[1:])}."
             )
         st.caption("Until an image is uploaded, test image 0 stands in.")
         return test.take([0]), "#0"

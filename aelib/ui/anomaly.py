@@ -89,9 +89,9 @@ def upload_case(data: ImageSet, cols) -> Case | None:
         normal, name = Images(up_train.key, up_train.value[0]), up_train.name
         if normal.shape != test.shape:
             raise DataError(
-                f"The normal training set '{name}' holds {shape_text(normal.shape)} images and the test "
-                f"set {shape_text(test.shape)}: a model trained on one cannot score the other, so "
-                "upload both at the same size and number of channels."
+                f"The normal training set '{name}' holds {sources.shape_text(normal.shape)} images and "
+                f"the test set {sources.shape_text(test.shape)}: a model trained on one cannot score the "
+                "other, so upload both at the same size and number of channels."
             )
     elif (
         not data.builtin and data.shape == test.shape
@@ -111,10 +111,6 @@ def upload_case(data: ImageSet, cols) -> Case | None:
         n_train=None if normal is None else len(normal),
     )
     return Case(test, labels, normal, info, f"{stem}-normal")
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
 
 
 def recipe_for(case: Case) -> recipes.Recipe:

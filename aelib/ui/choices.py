@@ -21,7 +21,7 @@ from ..checkpoints import DataInfo
 from ..errors import AelibError
 from ..models import ModelConfig
 from ..worker import DONE, STOPPED, Run
-from . import settings, state
+from . import settings, sources, state
 
 ORIGINS = {
     "shipped": "shipped",
@@ -74,7 +74,7 @@ class ModelChoice:
     def latent_text(self) -> str:
         """"16", or "feature map 48x8x8" where the code is kept as a map (latent None)."""
         shape = explore.latent_shape(self.model)
-        return str(shape[0]) if len(shape) == 1 else "feature map " + "x".join(map(str, shape))
+        return str(shape[0]) if len(shape) == 1 else "feature map " + sources.shape_text(shape)
 
     def made_for(self, data) -> bool:
         """Trained on the image set ``data`` (an ``ImageSet``), as far as its checkpoint says: by

@@ -125,6 +125,11 @@ def _user_set(
     return ImageSet(key, title, train, test, f"{source} · {len(images):,} images{held}", None)
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    """(3, 64, 64) as "3x64x64", as every page writes an image or code shape."""
+    return "x".join(map(str, shape))
+
+
 def read_upload(uploaded) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(images, class labels of a .npz or None) of an uploaded file; ``DataError`` otherwise."""
     images = load_images(uploaded, max_bytes=UPLOAD_MAX_BYTES)
